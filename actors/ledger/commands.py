@@ -1,0 +1,118 @@
+"""Commands a shard applies: what gateways send, msgspec-encoded, one Ray call per batch.
+
+Mutations carry a client-chosen request_id; reads do not. The gateway has validated
+every field before a command is built (see loyalty.server.validation), so the core
+only asserts.
+"""
+
+from __future__ import annotations
+
+import msgspec
+
+
+class Line(msgspec.Struct, frozen=True, array_like=True):
+    """One purchase line: amount_minor is the line total, not the unit price."""
+
+    sku: str
+    category: str
+    quantity: int
+    amount_minor: int
+
+
+class ReturnLine(msgspec.Struct, frozen=True, array_like=True):
+    """Quantity of a SKU coming back."""
+
+    sku: str
+    quantity: int
+
+
+class _Command(msgspec.Struct, frozen=True, array_like=True, tag_field="k"):
+    member_id: str
+
+
+class _Mutation(_Command, frozen=True):
+    request_id: str
+
+
+class EnrollMember(_Mutation, frozen=True, tag="enroll"):
+    """Create a member."""
+
+    attributes: dict[str, str] = {}
+
+
+class Earn(_Mutation, frozen=True, tag="earn"):
+    """Earn points for a purchase."""
+
+    currency: str = ""
+    lines: tuple[Line, ...] = ()
+    channel: str = ""
+    store_id: str = ""
+    occurred_at_ms: int = 0
+
+
+class Redeem(_Mutation, frozen=True, tag="redeem"):
+    """Spend available points."""
+
+    points: int = 0
+
+
+class Reserve(_Mutation, frozen=True, tag="reserve"):
+    """Hold points until captured, released or expired."""
+
+    points: int = 0
+    ttl_s: int = 0
+
+
+class Capture(_Mutation, frozen=True, tag="capture"):
+    """Spend a hold (points 0: all of it); the rest goes back."""
+
+    reservation_id: str = ""
+    points: int = 0
+
+
+class Release(_Mutation, frozen=True, tag="release"):
+    """Give a hold back."""
+
+    reservation_id: str = ""
+
+
+class Reverse(_Mutation, frozen=True, tag="reverse"):
+    """Claw back what returned lines of an earlier Earn earned (no lines: all of it)."""
+
+    original_request_id: str = ""
+    lines: tuple[ReturnLine, ...] = ()
+
+
+class Adjust(_Mutation, frozen=True, tag="adjust"):
+    """Add (positive) or remove (negative) points by hand."""
+
+    points: int = 0
+    reason: str = ""
+
+
+class GetMember(_Command, frozen=True, tag="get_member"):
+    """Read a member."""
+
+
+class GetBalance(_Command, frozen=True, tag="get_balance"):
+    """Read a member's balance."""
+
+
+class ListTransactions(_Command, frozen=True, tag="list_transactions"):
+    """Read transactions newest first, starting below transaction sequence before_seq
+    (0: from the newest)."""
+
+    page_size: int = 0
+    before_seq: int = 0
+
+
+class GetOperation(_Command, frozen=True, tag="get_operation"):
+    """Read the stored outcome of a request."""
+
+    request_id: str = ""
+
+
+Mutation = EnrollMember | Earn | Redeem | Reserve | Capture | Release | Reverse | Adjust
+Command = Mutation | GetMember | GetBalance | ListTransactions | GetOperation
+
+MUTATION_TYPES = (EnrollMember, Earn, Redeem, Reserve, Capture, Release, Reverse, Adjust)

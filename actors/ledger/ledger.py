@@ -1,0 +1,827 @@
+"""The ledger state machine of one shard: decide, then evolve.
+
+``execute(command, now_ms, events)`` decides what a command does, appends the
+resulting events to ``events`` and applies each one through ``apply``. Replaying a
+journal calls ``apply`` alone, so live state and replayed state go through the same
+code and cannot drift. The clock is an argument: nothing here reads the time.
+
+Outcomes are returned as msgspec-encoded ``Outcome`` bytes, the same bytes kept for
+idempotent replays, so a replay costs no re-encoding.
+"""
+
+from __future__ import annotations
+
+import bisect
+import hashlib
+from collections.abc import Callable
+
+import msgspec
+
+from loyalty.actors.ledger import commands as c
+from loyalty.actors.ledger import events as e
+from loyalty.actors.ledger.earning import attribute_points, returned_share
+from loyalty.actors.ledger.limits import (
+    NEXT_EXPIRATIONS_MAX,
+    PAGE_SIZE_DEFAULT,
+    PAGE_SIZE_MAX,
+    RESERVATION_TTL_S_DEFAULT,
+    RESERVATIONS_PER_MEMBER_MAX,
+    TRANSACTIONS_PER_MEMBER_MAX,
+)
+from loyalty.actors.ledger.outcomes import BalanceView, MemberView, Outcome, TransactionView
+from loyalty.actors.ledger.program import CompiledProgram
+from loyalty.actors.ledger.state import (
+    EarnLine,
+    EarnRecord,
+    Hold,
+    Lot,
+    Member,
+    Reservation,
+    StoredOutcome,
+    TransactionKind,
+)
+from loyalty.actors.ledger.status import Status
+
+_encode = msgspec.msgpack.Encoder().encode
+_NEVER_MS = 1 << 62  # sort key for lots that never expire
+
+
+def _lot_order(lot: Lot) -> tuple[int, int]:
+    return (lot.expires_at_ms or _NEVER_MS, lot.lot_id)
+
+
+def fingerprint(command: c.Command) -> int:
+    """A stable 64-bit digest of a command's payload, to tell a replay from a conflict."""
+    return int.from_bytes(hashlib.blake2b(_encode(command), digest_size=8).digest(), "big")
+
+
+def command_kind(command: c.Command | type) -> str:
+    """The short name of a command ("earn", "redeem", ...), as stored in outcomes."""
+    kind = command if isinstance(command, type) else type(command)
+    return kind.__struct_config__.tag
+
+
+def balance_of(member: Member, now_ms: int) -> BalanceView:
+    """The member's points as seen at now_ms."""
+    available = pending = 0
+    expirations: list[tuple[int, int]] = []
+    for lot in member.lots:
+        if lot.pending_until_ms <= now_ms:
+            available += lot.points
+        else:
+            pending += lot.points
+        if lot.expires_at_ms and len(expirations) <= NEXT_EXPIRATIONS_MAX:
+            if expirations and expirations[-1][1] == lot.expires_at_ms:
+                expirations[-1] = (expirations[-1][0] + lot.points, lot.expires_at_ms)
+            else:
+                expirations.append((lot.points, lot.expires_at_ms))
+    return BalanceView(
+        available=available,
+        pending=pending,
+        reserved=member.reserved,
+        debt=member.debt,
+        lifetime_earned=member.earned,
+        redeemed=member.redeemed,
+        expired=member.expired,
+        reversed=member.reversed,
+        adjusted_in=member.adjusted_in,
+        adjusted_out=member.adjusted_out,
+        next_expirations=tuple(expirations[:NEXT_EXPIRATIONS_MAX]),
+    )
+
+
+def member_view(member: Member) -> MemberView:
+    """The member's identity and labels."""
+    return MemberView(member.member_id, dict(member.attributes), member.status, member.enrolled_at_ms)
+
+
+def conservation_holds(member: Member) -> bool:
+    """earned + adjusted_in + debt == lots + reserved + redeemed + expired + reversed
+    + adjusted_out, and nothing is negative."""
+    held = 0
+    for lot in member.lots:
+        if lot.points <= 0:
+            return False
+        held += lot.points
+    counters = (
+        member.earned,
+        member.adjusted_in,
+        member.debt,
+        member.reserved,
+        member.redeemed,
+        member.expired,
+        member.reversed,
+        member.adjusted_out,
+    )
+    if min(counters) < 0:
+        return False
+    return member.earned + member.adjusted_in + member.debt == (
+        held
+        + member.reserved
+        + member.redeemed
+        + member.expired
+        + member.reversed
+        + member.adjusted_out
+    )
+
+
+class Ledger:
+    """The members of one shard and every rule for changing them."""
+
+    def __init__(self, program: CompiledProgram) -> None:
+        self.program = program
+        self.members: dict[str, Member] = {}
+        self._deciders: dict[type, Callable] = {
+            c.Earn: self._decide_earn,
+            c.Redeem: self._decide_redeem,
+            c.Reserve: self._decide_reserve,
+            c.Capture: self._decide_capture,
+            c.Release: self._decide_release,
+            c.Reverse: self._decide_reverse,
+            c.Adjust: self._decide_adjust,
+        }
+        self._readers: dict[type, Callable] = {
+            c.GetMember: self._read_member,
+            c.GetBalance: self._read_balance,
+            c.ListTransactions: self._read_transactions,
+            c.GetOperation: self._read_operation,
+        }
+        self._evolvers: dict[type, Callable] = {
+            e.Enrolled: self._evolve_enrolled,
+            e.Earned: self._evolve_earned,
+            e.Redeemed: self._evolve_redeemed,
+            e.Reserved: self._evolve_reserved,
+            e.Captured: self._evolve_captured,
+            e.Released: self._evolve_released,
+            e.Reversed: self._evolve_reversed,
+            e.Adjusted: self._evolve_adjusted,
+            e.Failed: self._evolve_failed,
+            e.LotExpired: self._evolve_lot_expired,
+            e.ReservationExpired: self._evolve_reservation_expired,
+            e.Pruned: self._evolve_pruned,
+        }
+
+    # ------------------------------------------------------------------ entry points
+
+    def execute(self, command: c.Command, now_ms: int, events: list[e.Event]) -> bytes:
+        """Apply one command at now_ms; append its events; return the encoded Outcome."""
+        member = self.members.get(command.member_id)
+        if type(command) is c.EnrollMember:
+            return self._execute_enroll(command, member, now_ms, events)
+        if member is None:
+            return _failure(command, Status.MEMBER_NOT_FOUND, now_ms, "no member has this id")
+        self._settle(member, now_ms, events)
+        reader = self._readers.get(type(command))
+        if reader is not None:
+            return reader(command, member, now_ms)
+        print_ = fingerprint(command)
+        stored = member.outcomes.get(command.request_id)
+        if stored is not None:
+            if stored.fingerprint == print_:
+                return stored.outcome
+            return _failure(
+                command,
+                Status.REQUEST_ID_CONFLICT,
+                now_ms,
+                "this request_id was used before with a different payload",
+            )
+        event = self._deciders[type(command)](command, member, now_ms, print_)
+        return self._emit(event, events)
+
+    def apply(self, event: e.Event) -> bytes | None:
+        """Apply one event (live or replayed); return the encoded Outcome it answers."""
+        return self._evolvers[type(event)](event)
+
+    # ------------------------------------------------------------------ helpers
+
+    def _emit(self, event: e.Event, events: list[e.Event]) -> bytes | None:
+        events.append(event)
+        return self.apply(event)
+
+    def _settle(self, member: Member, now_ms: int, events: list[e.Event]) -> None:
+        """Time-driven changes due by now_ms: expired holds, expired points, forgotten
+        outcomes. Each is an event, so expiry is a ledger entry, never a silent drop."""
+        for reservation in [r for r in member.reservations.values() if r.expires_at_ms <= now_ms]:
+            self._emit(
+                e.ReservationExpired(
+                    member.member_id,
+                    now_ms,
+                    reservation_id=reservation.reservation_id,
+                    restores=_restores(reservation.holds),
+                ),
+                events,
+            )
+        while member.lots and 0 < member.lots[0].expires_at_ms <= now_ms:
+            lot = member.lots[0]
+            self._emit(e.LotExpired(member.member_id, now_ms, lot.lot_id, lot.points), events)
+        cutoff_ms = now_ms - self.program.retention_ms
+        if _first_outcome_before(member, cutoff_ms) or _first_earn_done(member, now_ms):
+            self._emit(e.Pruned(member.member_id, now_ms, outcomes_before_ms=cutoff_ms), events)
+
+    def _take_available(self, member: Member, points: int, now_ms: int) -> list[e.Take] | None:
+        """Lots to spend points from, earliest-expiring first; None if too few."""
+        takes = []
+        needed = points
+        for lot in member.lots:
+            if needed == 0:
+                break
+            if lot.pending_until_ms <= now_ms:
+                used = min(needed, lot.points)
+                takes.append(e.Take(lot.lot_id, used))
+                needed -= used
+        return takes if needed == 0 else None
+
+    def _store(self, member: Member, event: e._Answer, outcome: Outcome) -> bytes:
+        encoded = _encode(outcome)
+        member.outcomes[event.request_id] = StoredOutcome(event.fingerprint, event.at_ms, encoded)
+        return encoded
+
+    def _success(self, owner: Member, event: e._Answer, kind: type, **fields) -> bytes:
+        outcome = Outcome(
+            status=Status.OK,
+            kind=command_kind(kind),
+            at_ms=event.at_ms,
+            balance=balance_of(owner, event.at_ms),
+            **fields,
+        )
+        return self._store(owner, event, outcome)
+
+    # ------------------------------------------------------------------ enroll
+
+    def _execute_enroll(
+        self, command: c.EnrollMember, member: Member | None, now_ms: int, events: list[e.Event]
+    ) -> bytes:
+        print_ = fingerprint(command)
+        if member is None:
+            event = e.Enrolled(
+                command.member_id, now_ms, command.request_id, print_, dict(command.attributes)
+            )
+            return self._emit(event, events)
+        self._settle(member, now_ms, events)
+        stored = member.outcomes.get(command.request_id)
+        if stored is not None:
+            if stored.fingerprint == print_:
+                return stored.outcome
+            return _failure(
+                command,
+                Status.REQUEST_ID_CONFLICT,
+                now_ms,
+                "this request_id was used before with a different payload",
+            )
+        failed = _failed(command, print_, now_ms, Status.MEMBER_ALREADY_EXISTS, "member id is taken")
+        return self._emit(failed, events)
+
+    def _evolve_enrolled(self, event: e.Enrolled) -> bytes:
+        assert event.member_id not in self.members, "enrolled twice"
+        member = Member(event.member_id, event.at_ms, dict(event.attributes))
+        self.members[event.member_id] = member
+        _record(member, event.request_id, TransactionKind.ENROLL, 0, event.at_ms)
+        return self._success(member, event, c.EnrollMember, member=member_view(member))
+
+    # ------------------------------------------------------------------ earn
+
+    def _decide_earn(self, command: c.Earn, member: Member, now_ms: int, print_: int) -> e.Event:
+        rate = self.program.points_per_minor(command.currency)
+        points, shares = attribute_points([line.amount_minor for line in command.lines], rate)
+        debt_repaid = min(points, member.debt)
+        expires_at_ms = self.program.expires_at_ms(now_ms)
+        pending_until_ms = now_ms + self.program.return_window_ms
+        keep_until_ms = max(expires_at_ms, pending_until_ms) if expires_at_ms else 0
+        return e.Earned(
+            member.member_id,
+            now_ms,
+            command.request_id,
+            print_,
+            points=points,
+            debt_repaid=debt_repaid,
+            lot_id=member.next_lot_id if points > debt_repaid else 0,
+            expires_at_ms=expires_at_ms,
+            pending_until_ms=pending_until_ms,
+            keep_until_ms=keep_until_ms,
+            lines=tuple(
+                (line.sku, line.quantity, share)
+                for line, share in zip(command.lines, shares, strict=True)
+            ),
+        )
+
+    def _evolve_earned(self, event: e.Earned) -> bytes:
+        member = self.members[event.member_id]
+        member.debt -= event.debt_repaid
+        member.earned += event.points
+        lot_points = event.points - event.debt_repaid
+        if lot_points:
+            _insert_lot(
+                member, Lot(event.lot_id, lot_points, event.expires_at_ms, event.pending_until_ms)
+            )
+        member.earns[event.request_id] = EarnRecord(
+            event.lot_id,
+            event.keep_until_ms,
+            [EarnLine(sku, quantity, points) for sku, quantity, points in event.lines],
+        )
+        _record(member, event.request_id, TransactionKind.EARN, event.points, event.at_ms)
+        pending = event.pending_until_ms > event.at_ms
+        return self._success(
+            member,
+            event,
+            c.Earn,
+            points=event.points,
+            debt=event.debt_repaid,
+            expires_at_ms=event.expires_at_ms,
+            available_at_ms=event.pending_until_ms if pending else event.at_ms,
+            lines=tuple((sku, points) for sku, _, points in event.lines),
+        )
+
+    # ------------------------------------------------------------------ redeem
+
+    def _decide_redeem(self, command: c.Redeem, member: Member, now_ms: int, print_: int) -> e.Event:
+        takes = self._take_available(member, command.points, now_ms)
+        if takes is None:
+            return _insufficient(command, print_, now_ms, member)
+        return e.Redeemed(
+            member.member_id, now_ms, command.request_id, print_, command.points, tuple(takes)
+        )
+
+    def _evolve_redeemed(self, event: e.Redeemed) -> bytes:
+        member = self.members[event.member_id]
+        _apply_takes(member, event.takes)
+        member.redeemed += event.points
+        _record(member, event.request_id, TransactionKind.REDEEM, -event.points, event.at_ms)
+        return self._success(member, event, c.Redeem, points=event.points)
+
+    # ------------------------------------------------------------------ reserve
+
+    def _decide_reserve(self, command: c.Reserve, member: Member, now_ms: int, print_: int) -> e.Event:
+        if len(member.reservations) >= RESERVATIONS_PER_MEMBER_MAX:
+            return _failed(
+                command,
+                print_,
+                now_ms,
+                Status.TOO_MANY_RESERVATIONS,
+                f"at most {RESERVATIONS_PER_MEMBER_MAX} open reservations per member",
+            )
+        takes = self._take_available(member, command.points, now_ms)
+        if takes is None:
+            return _insufficient(command, print_, now_ms, member)
+        expiry_by_lot = {lot.lot_id: lot.expires_at_ms for lot in member.lots}
+        ttl_s = command.ttl_s or RESERVATION_TTL_S_DEFAULT
+        return e.Reserved(
+            member.member_id,
+            now_ms,
+            command.request_id,
+            print_,
+            reservation_id=f"rsv-{member.next_reservation_number}",
+            points=command.points,
+            expires_at_ms=now_ms + ttl_s * 1000,
+            takes=tuple(e.Restore(t.lot_id, t.points, expiry_by_lot[t.lot_id]) for t in takes),
+        )
+
+    def _evolve_reserved(self, event: e.Reserved) -> bytes:
+        member = self.members[event.member_id]
+        _apply_takes(member, event.takes)
+        holds = [Hold(t.lot_id, t.points, t.expires_at_ms) for t in event.takes]
+        member.reservations[event.reservation_id] = Reservation(
+            event.reservation_id, event.points, event.expires_at_ms, holds
+        )
+        member.reserved += event.points
+        member.next_reservation_number += 1
+        _record(
+            member, event.request_id, TransactionKind.RESERVE, 0, event.at_ms, event.reservation_id
+        )
+        return self._success(
+            member,
+            event,
+            c.Reserve,
+            points=event.points,
+            reservation_id=event.reservation_id,
+            expires_at_ms=event.expires_at_ms,
+        )
+
+    # ------------------------------------------------------------------ capture / release
+
+    def _open_reservation(
+        self, command: c.Capture | c.Release, member: Member, now_ms: int, print_: int
+    ) -> Reservation | e.Failed:
+        reservation = member.reservations.get(command.reservation_id)
+        if reservation is not None:
+            return reservation
+        if command.reservation_id in member.closed_reservations:
+            return _failed(
+                command,
+                print_,
+                now_ms,
+                Status.RESERVATION_EXPIRED,
+                "the reservation expired or was already captured or released",
+            )
+        return _failed(
+            command, print_, now_ms, Status.RESERVATION_NOT_FOUND, "no such reservation"
+        )
+
+    def _decide_capture(self, command: c.Capture, member: Member, now_ms: int, print_: int) -> e.Event:
+        reservation = self._open_reservation(command, member, now_ms, print_)
+        if isinstance(reservation, e.Failed):
+            return reservation
+        captured = command.points or reservation.points
+        if captured > reservation.points:
+            return _failed(
+                command,
+                print_,
+                now_ms,
+                Status.CAPTURE_EXCEEDS_RESERVATION,
+                f"the reservation holds {reservation.points} points",
+            )
+        restores = []
+        to_capture = captured
+        for hold in reservation.holds:
+            used = min(to_capture, hold.points)
+            to_capture -= used
+            if hold.points > used:
+                restores.append(e.Restore(hold.lot_id, hold.points - used, hold.expires_at_ms))
+        return e.Captured(
+            member.member_id,
+            now_ms,
+            command.request_id,
+            print_,
+            reservation_id=reservation.reservation_id,
+            captured=captured,
+            restores=tuple(restores),
+        )
+
+    def _evolve_captured(self, event: e.Captured) -> bytes:
+        member = self.members[event.member_id]
+        reservation = _close_reservation(member, event.reservation_id, event.at_ms)
+        member.redeemed += event.captured
+        _restore(member, event.restores, event.at_ms)
+        _record(
+            member,
+            event.request_id,
+            TransactionKind.CAPTURE,
+            -event.captured,
+            event.at_ms,
+            event.reservation_id,
+        )
+        return self._success(
+            member,
+            event,
+            c.Capture,
+            points=event.captured,
+            released=reservation.points - event.captured,
+            reservation_id=event.reservation_id,
+        )
+
+    def _decide_release(self, command: c.Release, member: Member, now_ms: int, print_: int) -> e.Event:
+        reservation = self._open_reservation(command, member, now_ms, print_)
+        if isinstance(reservation, e.Failed):
+            return reservation
+        return e.Released(
+            member.member_id,
+            now_ms,
+            command.request_id,
+            print_,
+            reservation_id=reservation.reservation_id,
+            restores=_restores(reservation.holds),
+        )
+
+    def _evolve_released(self, event: e.Released) -> bytes:
+        member = self.members[event.member_id]
+        reservation = _close_reservation(member, event.reservation_id, event.at_ms)
+        _restore(member, event.restores, event.at_ms)
+        _record(
+            member, event.request_id, TransactionKind.RELEASE, 0, event.at_ms, event.reservation_id
+        )
+        return self._success(
+            member,
+            event,
+            c.Release,
+            released=reservation.points,
+            reservation_id=event.reservation_id,
+        )
+
+    def _evolve_reservation_expired(self, event: e.ReservationExpired) -> None:
+        member = self.members[event.member_id]
+        _close_reservation(member, event.reservation_id, event.at_ms)
+        _restore(member, event.restores, event.at_ms)
+        _record(
+            member, "", TransactionKind.RESERVATION_EXPIRED, 0, event.at_ms, event.reservation_id
+        )
+        return None
+
+    # ------------------------------------------------------------------ reverse
+
+    def _decide_reverse(self, command: c.Reverse, member: Member, now_ms: int, print_: int) -> e.Event:
+        record = member.earns.get(command.original_request_id)
+        if record is None:
+            return _failed(
+                command,
+                print_,
+                now_ms,
+                Status.ORIGINAL_NOT_FOUND,
+                "no purchase with that request_id is on record for this member",
+            )
+        returns = _plan_returns(record, command.lines)
+        if isinstance(returns, str):
+            return _failed(command, print_, now_ms, Status.RETURN_EXCEEDS_PURCHASE, returns)
+        points = sum(points for _, _, points in returns)
+        takes = self._plan_clawback(member, record.lot_id, points, now_ms)
+        taken = sum(take.points for take in takes)
+        debt_added = points - taken if self.program.reversal_creates_debt else 0
+        return e.Reversed(
+            member.member_id,
+            now_ms,
+            command.request_id,
+            print_,
+            original_request_id=command.original_request_id,
+            points=taken + debt_added,
+            debt_added=debt_added,
+            returns=tuple(returns),
+            takes=tuple(takes),
+        )
+
+    def _plan_clawback(self, member: Member, own_lot_id: int, points: int, now_ms: int) -> list[e.Take]:
+        """Where returned points come from: the purchase's own lot, then other pending
+        lots, then available lots (earliest-expiring first). Reserved points are left
+        alone; whatever is still missing is debt (or forgiven under policy "cap")."""
+        order = sorted(
+            member.lots,
+            key=lambda lot: (lot.lot_id != own_lot_id, lot.pending_until_ms <= now_ms),
+        )  # stable: keeps earliest-expiring order inside each group
+        takes = []
+        needed = points
+        for lot in order:
+            if needed == 0:
+                break
+            used = min(needed, lot.points)
+            takes.append(e.Take(lot.lot_id, used))
+            needed -= used
+        return takes
+
+    def _evolve_reversed(self, event: e.Reversed) -> bytes:
+        member = self.members[event.member_id]
+        record = member.earns[event.original_request_id]
+        for index, quantity, points in event.returns:
+            line = record.lines[index]
+            line.returned_quantity += quantity
+            line.returned_points += points
+        _apply_takes(member, event.takes)
+        member.debt += event.debt_added
+        member.reversed += event.points
+        _record(
+            member,
+            event.request_id,
+            TransactionKind.REVERSE,
+            -event.points,
+            event.at_ms,
+            event.original_request_id,
+        )
+        return self._success(member, event, c.Reverse, points=event.points, debt=event.debt_added)
+
+    # ------------------------------------------------------------------ adjust
+
+    def _decide_adjust(self, command: c.Adjust, member: Member, now_ms: int, print_: int) -> e.Event:
+        header = (member.member_id, now_ms, command.request_id, print_)
+        if command.points > 0:
+            debt_repaid = min(command.points, member.debt)
+            return e.Adjusted(
+                *header,
+                points=command.points,
+                reason=command.reason,
+                debt_repaid=debt_repaid,
+                lot_id=member.next_lot_id if command.points > debt_repaid else 0,
+                expires_at_ms=self.program.expires_at_ms(now_ms),
+            )
+        takes = self._take_available(member, -command.points, now_ms)
+        if takes is None:
+            return _insufficient(command, print_, now_ms, member)
+        return e.Adjusted(*header, points=command.points, reason=command.reason, takes=tuple(takes))
+
+    def _evolve_adjusted(self, event: e.Adjusted) -> bytes:
+        member = self.members[event.member_id]
+        if event.points > 0:
+            member.debt -= event.debt_repaid
+            member.adjusted_in += event.points
+            lot_points = event.points - event.debt_repaid
+            if lot_points:
+                _insert_lot(member, Lot(event.lot_id, lot_points, event.expires_at_ms, 0))
+        else:
+            _apply_takes(member, event.takes)
+            member.adjusted_out -= event.points
+        _record(
+            member, event.request_id, TransactionKind.ADJUST, event.points, event.at_ms, event.reason
+        )
+        return self._success(member, event, c.Adjust, points=event.points)
+
+    # ------------------------------------------------------------------ failures, time
+
+    def _evolve_failed(self, event: e.Failed) -> bytes:
+        member = self.members[event.member_id]
+        outcome = Outcome(
+            status=event.status, kind=event.kind, at_ms=event.at_ms, message=event.message
+        )
+        return self._store(member, event, outcome)
+
+    def _evolve_lot_expired(self, event: e.LotExpired) -> None:
+        member = self.members[event.member_id]
+        _apply_takes(member, (e.Take(event.lot_id, event.points),))
+        member.expired += event.points
+        _record(member, "", TransactionKind.EXPIRE, -event.points, event.at_ms)
+        return None
+
+    def _evolve_pruned(self, event: e.Pruned) -> None:
+        member = self.members[event.member_id]
+        cutoff_ms = event.outcomes_before_ms
+        while _first_outcome_before(member, cutoff_ms):
+            del member.outcomes[next(iter(member.outcomes))]
+        while member.closed_reservations and next(iter(member.closed_reservations.values())) < cutoff_ms:
+            del member.closed_reservations[next(iter(member.closed_reservations))]
+        while _first_earn_done(member, event.at_ms):
+            del member.earns[next(iter(member.earns))]
+        return None
+
+    # ------------------------------------------------------------------ reads
+
+    def _read_member(self, command: c.GetMember, member: Member, now_ms: int) -> bytes:
+        return _encode(
+            Outcome(
+                kind=command_kind(command),
+                at_ms=now_ms,
+                member=member_view(member),
+                balance=balance_of(member, now_ms),
+            )
+        )
+
+    def _read_balance(self, command: c.GetBalance, member: Member, now_ms: int) -> bytes:
+        return _encode(
+            Outcome(kind=command_kind(command), at_ms=now_ms, balance=balance_of(member, now_ms))
+        )
+
+    def _read_transactions(self, command: c.ListTransactions, member: Member, now_ms: int) -> bytes:
+        history = member.transactions
+        page_size = min(command.page_size or PAGE_SIZE_DEFAULT, PAGE_SIZE_MAX)
+        end = len(history)
+        if command.before_seq:
+            end = bisect.bisect_left(history, command.before_seq, key=lambda t: t.seq)
+        start = max(0, end - page_size)
+        page = tuple(reversed(history[start:end]))
+        next_before_seq = page[-1].seq if start > 0 and page else 0
+        return _encode(
+            Outcome(
+                kind=command_kind(command),
+                at_ms=now_ms,
+                transactions=page,
+                next_before_seq=next_before_seq,
+            )
+        )
+
+    def _read_operation(self, command: c.GetOperation, member: Member, now_ms: int) -> bytes:
+        stored = member.outcomes.get(command.request_id)
+        if stored is None:
+            return _failure(
+                command,
+                Status.OPERATION_NOT_FOUND,
+                now_ms,
+                "no outcome is stored for this request_id: it was never applied, "
+                "or it is older than the retention window",
+            )
+        return stored.outcome
+
+
+# ---------------------------------------------------------------------- module helpers
+
+
+def _failure(command: c.Command, status: Status, now_ms: int, message: str) -> bytes:
+    """An outcome that is not stored (the member does not exist, or a conflict)."""
+    return _encode(Outcome(status=status, kind=command_kind(command), at_ms=now_ms, message=message))
+
+
+def _failed(command: c.Mutation, print_: int, now_ms: int, status: Status, message: str) -> e.Failed:
+    return e.Failed(
+        command.member_id,
+        now_ms,
+        command.request_id,
+        print_,
+        kind=command_kind(command),
+        status=status,
+        message=message,
+    )
+
+
+def _insufficient(command: c.Mutation, print_: int, now_ms: int, member: Member) -> e.Failed:
+    available = balance_of(member, now_ms).available
+    wanted = abs(command.points)
+    return _failed(
+        command,
+        print_,
+        now_ms,
+        Status.INSUFFICIENT_POINTS,
+        f"needs {wanted} points, {available} available",
+    )
+
+
+def _first_outcome_before(member: Member, cutoff_ms: int) -> bool:
+    if member.outcomes and next(iter(member.outcomes.values())).at_ms < cutoff_ms:
+        return True
+    return bool(member.closed_reservations) and next(
+        iter(member.closed_reservations.values())
+    ) < cutoff_ms
+
+
+def _first_earn_done(member: Member, now_ms: int) -> bool:
+    if not member.earns:
+        return False
+    kept_until_ms = next(iter(member.earns.values())).kept_until_ms
+    return 0 < kept_until_ms <= now_ms
+
+
+def _insert_lot(member: Member, lot: Lot) -> None:
+    assert lot.points > 0
+    bisect.insort(member.lots, lot, key=_lot_order)
+    member.next_lot_id = max(member.next_lot_id, lot.lot_id + 1)
+
+
+def _apply_takes(member: Member, takes) -> None:
+    for take in takes:
+        for index, lot in enumerate(member.lots):
+            if lot.lot_id == take.lot_id:
+                assert 0 < take.points <= lot.points, "a take never exceeds its lot"
+                lot.points -= take.points
+                if lot.points == 0:
+                    del member.lots[index]
+                break
+        else:
+            raise AssertionError(f"take from unknown lot {take.lot_id}")
+
+
+def _restores(holds: list[Hold]) -> tuple[e.Restore, ...]:
+    return tuple(e.Restore(hold.lot_id, hold.points, hold.expires_at_ms) for hold in holds)
+
+
+def _restore(member: Member, restores, at_ms: int) -> None:
+    """Put held points back into their lots; points whose lot expired meanwhile expire
+    now instead (they would have expired had they not been held)."""
+    expired = 0
+    for restore in restores:
+        if 0 < restore.expires_at_ms <= at_ms:
+            expired += restore.points
+            continue
+        for lot in member.lots:
+            if lot.lot_id == restore.lot_id:
+                lot.points += restore.points
+                break
+        else:
+            _insert_lot(member, Lot(restore.lot_id, restore.points, restore.expires_at_ms, 0))
+    if expired:
+        member.expired += expired
+        _record(member, "", TransactionKind.EXPIRE, -expired, at_ms)
+
+
+def _close_reservation(member: Member, reservation_id: str, at_ms: int) -> Reservation:
+    reservation = member.reservations.pop(reservation_id)
+    member.reserved -= reservation.points
+    member.closed_reservations[reservation_id] = at_ms
+    return reservation
+
+
+def _plan_returns(record: EarnRecord, lines: tuple[c.ReturnLine, ...]) -> list[tuple[int, int, int]] | str:
+    """(line index, quantity, points) for each part of a return, or why it is refused."""
+    returned = [line.returned_quantity for line in record.lines]
+    plan = []
+    if not lines:
+        for index, line in enumerate(record.lines):
+            remaining = line.quantity - returned[index]
+            if remaining > 0:
+                plan.append((index, remaining, line.points - line.returned_points))
+        return plan or "every line of this purchase was already returned"
+    for wanted in lines:
+        needed = wanted.quantity
+        for index, line in enumerate(record.lines):
+            if needed == 0:
+                break
+            remaining = line.quantity - returned[index]
+            if line.sku != wanted.sku or remaining <= 0:
+                continue
+            quantity = min(needed, remaining)
+            points = returned_share(line.points, line.quantity, returned[index], quantity)
+            plan.append((index, quantity, points))
+            returned[index] += quantity
+            needed -= quantity
+        if needed:
+            return f"sku {wanted.sku!r}: {wanted.quantity} returned but only {wanted.quantity - needed} left to return"
+    return plan
+
+
+def _record(
+    member: Member, request_id: str, kind: TransactionKind, points: int, at_ms: int, reference: str = ""
+) -> None:
+    """Append a history entry and check the conservation identity (the lot sum is
+    computed here anyway)."""
+    held = sum(lot.points for lot in member.lots)
+    assert member.earned + member.adjusted_in + member.debt == (
+        held + member.reserved + member.redeemed + member.expired + member.reversed + member.adjusted_out
+    ), f"conservation broken for member {member.member_id!r}"
+    assert member.debt >= 0 and member.reserved >= 0
+    seq = member.next_transaction_seq
+    member.next_transaction_seq = seq + 1
+    member.transactions.append(
+        TransactionView(seq, request_id, kind, points, held + member.reserved - member.debt, at_ms, reference)
+    )
+    if len(member.transactions) > TRANSACTIONS_PER_MEMBER_MAX:
+        del member.transactions[0]

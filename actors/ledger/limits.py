@@ -1,0 +1,38 @@
+"""Named limits of the ledger core. One place, each with the reason for its value."""
+
+# Identifiers are short strings chosen by clients; 128 fits a UUID, a ULID with a
+# prefix, or a POS "store-terminal-receipt" triple, and keeps memory per outcome small.
+ID_LENGTH_MAX = 128
+
+# Points and money fit comfortably in int64 and far below it, so sums of many
+# lines or many members can never overflow an int64 in any client language.
+POINTS_MAX = 1_000_000_000_000
+AMOUNT_MINOR_MAX = 1_000_000_000_000_000
+QUANTITY_MAX = 1_000_000
+
+# A POS basket rarely exceeds a few hundred lines; this bounds per-earn memory.
+PURCHASE_LINES_MAX = 500
+
+# Attributes are labels for rules and segments, not a document store.
+ATTRIBUTES_MAX = 32
+ATTRIBUTE_KEY_LENGTH_MAX = 64
+ATTRIBUTE_VALUE_LENGTH_MAX = 256
+REASON_LENGTH_MAX = 256
+LABEL_LENGTH_MAX = 64  # channel, store_id, sku, category
+
+# Holds longer than a week are not checkout holds; they would tie up points.
+RESERVATION_TTL_S_DEFAULT = 900
+RESERVATION_TTL_S_MAX = 7 * 24 * 3600
+
+# Transactions kept in memory per member for ListTransactions; older ones remain in
+# the journal until the next snapshot trims it. Bounds memory per active member.
+TRANSACTIONS_PER_MEMBER_MAX = 100
+
+PAGE_SIZE_DEFAULT = 50
+PAGE_SIZE_MAX = 500
+
+# GetBalance shows this many upcoming expiry dates.
+NEXT_EXPIRATIONS_MAX = 3
+
+# Open reservations per member: a member at a handful of tills at once, not thousands.
+RESERVATIONS_PER_MEMBER_MAX = 64

@@ -1,0 +1,1 @@
+"""Generated protobuf and gRPC stubs for loyalty.v1 (see proto/generate.py)."""
