@@ -27,6 +27,7 @@ class ErrorReason(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     OPERATION_NOT_FOUND: _ClassVar[ErrorReason]
     OVERLOADED: _ClassVar[ErrorReason]
     SHARD_UNAVAILABLE: _ClassVar[ErrorReason]
+    TOO_MANY_RESERVATIONS: _ClassVar[ErrorReason]
 
 class MemberStatus(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -60,6 +61,7 @@ INVALID_FIELD: ErrorReason
 OPERATION_NOT_FOUND: ErrorReason
 OVERLOADED: ErrorReason
 SHARD_UNAVAILABLE: ErrorReason
+TOO_MANY_RESERVATIONS: ErrorReason
 MEMBER_STATUS_UNSPECIFIED: MemberStatus
 MEMBER_STATUS_ACTIVE: MemberStatus
 TRANSACTION_KIND_UNSPECIFIED: TransactionKind

