@@ -1,0 +1,1 @@
+"""The gRPC gateway: validation, routing, per-shard micro-batching, health, reflection."""

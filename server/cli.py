@@ -1,0 +1,86 @@
+"""The ``loyalty`` command. The only place that reads flags, the environment and files."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import pathlib
+import sys
+
+from loyalty.actors.ledger.program import DEFAULT_PROGRAM, ProgramError, load_program
+
+
+def _serve_parser(subcommands) -> None:
+    parser = subcommands.add_parser(
+        "serve",
+        help="run the gRPC server",
+        description="Run the loyalty gRPC server. Without --redis-url it starts an "
+        "embedded redis-server (AOF, appendfsync always) with its files in --data-dir.",
+    )
+    parser.add_argument("--host", default="127.0.0.1", help="listen address (default 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=50051, help="gRPC port (default 50051; 0 = any free)")
+    parser.add_argument("--shards", type=int, default=0, help="shard actors (default: one per CPU)")
+    parser.add_argument(
+        "--redis-url",
+        default=os.environ.get("REDIS_URL", ""),
+        help="external Redis, e.g. redis://host:6379/0 (default: $REDIS_URL, else embedded)",
+    )
+    parser.add_argument("--data-dir", default="./data", help="embedded Redis data directory (default ./data)")
+    parser.add_argument(
+        "--appendfsync",
+        choices=("always", "everysec"),
+        default="always",
+        help="embedded Redis fsync policy (default always: no acknowledged operation is lost)",
+    )
+    parser.add_argument("--config", type=pathlib.Path, help="program file (TOML, [program] table)")
+    parser.add_argument(
+        "--ray-address",
+        default=os.environ.get("RAY_ADDRESS", ""),
+        help="Ray cluster to join (default: $RAY_ADDRESS, else a local Ray)",
+    )
+    parser.add_argument("--snapshot-every-records", type=int, default=1000, help="default 1000")
+    parser.add_argument("--snapshot-every-seconds", type=float, default=300.0, help="default 300")
+
+
+def _serve(options: argparse.Namespace) -> int:
+    from loyalty.server.app import ServerConfig, serve
+
+    program = DEFAULT_PROGRAM
+    if options.config is not None:
+        try:
+            program = load_program(options.config.read_bytes()).program
+        except (OSError, ProgramError) as error:
+            print(f"loyalty: {options.config}: {error}", file=sys.stderr)
+            return 2
+    if options.shards < 0 or options.snapshot_every_records < 1:
+        print("loyalty: --shards must be >= 0 and --snapshot-every-records >= 1", file=sys.stderr)
+        return 2
+    config = ServerConfig(
+        host=options.host,
+        port=options.port,
+        shards=options.shards,
+        redis_url=options.redis_url,
+        data_dir=options.data_dir,
+        appendfsync=options.appendfsync,
+        ray_address=options.ray_address,
+        program=program,
+        snapshot_every_records=options.snapshot_every_records,
+        snapshot_every_s=options.snapshot_every_seconds,
+    )
+    return serve(config)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``loyalty`` console script."""
+    parser = argparse.ArgumentParser(prog="loyalty", description="Loyalty points server.")
+    subcommands = parser.add_subparsers(dest="command", required=True)
+    _serve_parser(subcommands)
+    options = parser.parse_args(argv)
+    if options.command == "serve":
+        return _serve(options)
+    parser.error(f"unknown command {options.command}")
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

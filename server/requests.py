@@ -1,0 +1,254 @@
+"""Protobuf requests -> validated ledger commands. Nothing invalid reaches a shard.
+
+Each reader raises FieldViolation naming the first bad field (with its path, e.g.
+``purchase.lines[2].quantity``); the caller turns it into INVALID_ARGUMENT.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+
+from loyalty.actors.ledger import commands as c
+from loyalty.actors.ledger.currency import is_currency_code
+from loyalty.actors.ledger.limits import (
+    AMOUNT_MINOR_MAX,
+    ATTRIBUTE_KEY_LENGTH_MAX,
+    ATTRIBUTE_VALUE_LENGTH_MAX,
+    ATTRIBUTES_MAX,
+    ID_LENGTH_MAX,
+    LABEL_LENGTH_MAX,
+    PAGE_SIZE_MAX,
+    POINTS_MAX,
+    PURCHASE_LINES_MAX,
+    QUANTITY_MAX,
+    REASON_LENGTH_MAX,
+    RESERVATION_TTL_S_MAX,
+)
+from loyalty.server.errors import FieldViolation
+from loyalty.v1 import loyalty_pb2 as pb
+
+
+def _identifier(field: str, value: str) -> str:
+    if not value:
+        raise FieldViolation(field, "is required")
+    if len(value) > ID_LENGTH_MAX:
+        raise FieldViolation(field, f"must be at most {ID_LENGTH_MAX} characters")
+    if not value.isprintable() or any(ch.isspace() for ch in value):
+        raise FieldViolation(field, "must be printable characters without spaces")
+    return value
+
+
+def _label(field: str, value: str, *, required: bool = False, limit: int = LABEL_LENGTH_MAX) -> str:
+    if required and not value:
+        raise FieldViolation(field, "is required")
+    if len(value) > limit:
+        raise FieldViolation(field, f"must be at most {limit} characters")
+    if not value.isprintable():
+        raise FieldViolation(field, "must be printable characters")
+    return value
+
+
+def _bounded(field: str, value: int, low: int, high: int) -> int:
+    if not low <= value <= high:
+        raise FieldViolation(field, f"must be between {low} and {high}, got {value}")
+    return value
+
+
+def _attributes(field: str, attributes) -> dict[str, str]:
+    if len(attributes) > ATTRIBUTES_MAX:
+        raise FieldViolation(field, f"at most {ATTRIBUTES_MAX} attributes")
+    result = {}
+    for key, value in sorted(attributes.items()):
+        _label(f"{field}[{key!r}]", key, required=True, limit=ATTRIBUTE_KEY_LENGTH_MAX)
+        result[key] = _label(f"{field}[{key!r}]", value, limit=ATTRIBUTE_VALUE_LENGTH_MAX)
+    return result
+
+
+def _timestamp_ms(field: str, timestamp) -> int:
+    milliseconds = timestamp.seconds * 1000 + timestamp.nanos // 1_000_000
+    return _bounded(field, milliseconds, 0, 253_402_300_799_999)  # up to year 9999
+
+
+def enroll_member(request: pb.EnrollMemberRequest, prefix: str = "") -> c.EnrollMember:
+    """EnrollMember -> command."""
+    return c.EnrollMember(
+        _identifier(prefix + "member_id", request.member_id),
+        _identifier(prefix + "request_id", request.request_id),
+        _attributes(prefix + "attributes", request.attributes),
+    )
+
+
+def earn(request: pb.EarnRequest, prefix: str = "") -> c.Earn:
+    """Earn -> command."""
+    member_id = _identifier(prefix + "member_id", request.member_id)
+    request_id = _identifier(prefix + "request_id", request.request_id)
+    if not request.HasField("purchase"):
+        raise FieldViolation(prefix + "purchase", "is required")
+    purchase = request.purchase
+    field = prefix + "purchase"
+    if not is_currency_code(purchase.currency):
+        raise FieldViolation(f"{field}.currency", "must be an ISO-4217 code such as EUR")
+    if not purchase.lines:
+        raise FieldViolation(f"{field}.lines", "at least one line is required")
+    if len(purchase.lines) > PURCHASE_LINES_MAX:
+        raise FieldViolation(f"{field}.lines", f"at most {PURCHASE_LINES_MAX} lines")
+    lines = []
+    for index, line in enumerate(purchase.lines):
+        where = f"{field}.lines[{index}]"
+        lines.append(
+            c.Line(
+                _label(f"{where}.sku", line.sku, required=True),
+                _label(f"{where}.category", line.category),
+                _bounded(f"{where}.quantity", line.quantity, 1, QUANTITY_MAX),
+                _bounded(f"{where}.amount_minor", line.amount_minor, 0, AMOUNT_MINOR_MAX),
+            )
+        )
+    occurred_at_ms = 0
+    if purchase.HasField("occurred_at"):
+        occurred_at_ms = _timestamp_ms(f"{field}.occurred_at", purchase.occurred_at)
+    return c.Earn(
+        member_id,
+        request_id,
+        currency=purchase.currency,
+        lines=tuple(lines),
+        channel=_label(f"{field}.channel", purchase.channel),
+        store_id=_label(f"{field}.store_id", purchase.store_id),
+        occurred_at_ms=occurred_at_ms,
+    )
+
+
+def redeem(request: pb.RedeemRequest, prefix: str = "") -> c.Redeem:
+    """Redeem -> command."""
+    return c.Redeem(
+        _identifier(prefix + "member_id", request.member_id),
+        _identifier(prefix + "request_id", request.request_id),
+        _bounded(prefix + "points", request.points, 1, POINTS_MAX),
+    )
+
+
+def reserve(request: pb.ReserveRequest, prefix: str = "") -> c.Reserve:
+    """Reserve -> command (ttl_seconds 0 keeps the server default)."""
+    return c.Reserve(
+        _identifier(prefix + "member_id", request.member_id),
+        _identifier(prefix + "request_id", request.request_id),
+        _bounded(prefix + "points", request.points, 1, POINTS_MAX),
+        _bounded(prefix + "ttl_seconds", request.ttl_seconds, 0, RESERVATION_TTL_S_MAX),
+    )
+
+
+def capture(request: pb.CaptureRequest, prefix: str = "") -> c.Capture:
+    """Capture -> command (points 0 captures the whole hold)."""
+    return c.Capture(
+        _identifier(prefix + "member_id", request.member_id),
+        _identifier(prefix + "request_id", request.request_id),
+        _identifier(prefix + "reservation_id", request.reservation_id),
+        _bounded(prefix + "points", request.points, 0, POINTS_MAX),
+    )
+
+
+def release(request: pb.ReleaseRequest, prefix: str = "") -> c.Release:
+    """Release -> command."""
+    return c.Release(
+        _identifier(prefix + "member_id", request.member_id),
+        _identifier(prefix + "request_id", request.request_id),
+        _identifier(prefix + "reservation_id", request.reservation_id),
+    )
+
+
+def reverse(request: pb.ReverseRequest, prefix: str = "") -> c.Reverse:
+    """Reverse -> command (no lines: the whole purchase)."""
+    if len(request.lines) > PURCHASE_LINES_MAX:
+        raise FieldViolation(prefix + "lines", f"at most {PURCHASE_LINES_MAX} lines")
+    lines = tuple(
+        c.ReturnLine(
+            _label(f"{prefix}lines[{index}].sku", line.sku, required=True),
+            _bounded(f"{prefix}lines[{index}].quantity", line.quantity, 1, QUANTITY_MAX),
+        )
+        for index, line in enumerate(request.lines)
+    )
+    return c.Reverse(
+        _identifier(prefix + "member_id", request.member_id),
+        _identifier(prefix + "request_id", request.request_id),
+        _identifier(prefix + "original_request_id", request.original_request_id),
+        lines,
+    )
+
+
+def adjust(request: pb.AdjustRequest, prefix: str = "") -> c.Adjust:
+    """Adjust -> command (points signed, never 0; a reason is required)."""
+    member_id = _identifier(prefix + "member_id", request.member_id)
+    request_id = _identifier(prefix + "request_id", request.request_id)
+    points = _bounded(prefix + "points", request.points, -POINTS_MAX, POINTS_MAX)
+    if points == 0:
+        raise FieldViolation(prefix + "points", "must not be 0")
+    reason = _label(prefix + "reason", request.reason, required=True, limit=REASON_LENGTH_MAX)
+    return c.Adjust(member_id, request_id, points, reason)
+
+
+def get_member(request: pb.GetMemberRequest) -> c.GetMember:
+    """GetMember -> command."""
+    return c.GetMember(_identifier("member_id", request.member_id))
+
+
+def get_balance(request: pb.GetBalanceRequest) -> c.GetBalance:
+    """GetBalance -> command."""
+    return c.GetBalance(_identifier("member_id", request.member_id))
+
+
+def get_operation(request: pb.GetOperationRequest) -> c.GetOperation:
+    """GetOperation -> command."""
+    return c.GetOperation(
+        _identifier("member_id", request.member_id),
+        _identifier("request_id", request.request_id),
+    )
+
+
+def list_transactions(request: pb.ListTransactionsRequest) -> c.ListTransactions:
+    """ListTransactions -> command (page_size 0: default; above the maximum: the maximum)."""
+    member_id = _identifier("member_id", request.member_id)
+    if request.page_size < 0:
+        raise FieldViolation("page_size", "must not be negative")
+    before_seq = decode_page_token(member_id, request.page_token) if request.page_token else 0
+    return c.ListTransactions(member_id, min(request.page_size, PAGE_SIZE_MAX), before_seq)
+
+
+def encode_page_token(member_id: str, before_seq: int) -> str:
+    """An opaque page token, bound to the member it was issued for."""
+    if not before_seq:
+        return ""
+    return base64.urlsafe_b64encode(f"{before_seq}:{member_id}".encode()).decode()
+
+
+def decode_page_token(member_id: str, token: str) -> int:
+    """The transaction sequence a page token continues before."""
+    try:
+        text = base64.urlsafe_b64decode(token.encode()).decode()
+        seq_text, _, owner = text.partition(":")
+        seq = int(seq_text)
+    except (binascii.Error, UnicodeError, ValueError):
+        raise FieldViolation("page_token", "is not a token this server issued") from None
+    if owner != member_id or seq <= 0:
+        raise FieldViolation("page_token", "is not a token this server issued for this member")
+    return seq
+
+
+# Batch items: oneof name -> (reader, name of the response field)
+BATCH_READERS = {
+    "enroll_member": enroll_member,
+    "earn": earn,
+    "redeem": redeem,
+    "reserve": reserve,
+    "capture": capture,
+    "release": release,
+    "reverse": reverse,
+    "adjust": adjust,
+}
+
+
+def batch_item(index: int, item: pb.BatchItem) -> c.Mutation:
+    """One Batch item -> command; violations are named items[i].<kind>.<field>."""
+    which = item.WhichOneof("operation")
+    if which is None:
+        raise FieldViolation(f"items[{index}]", "no operation is set")
+    return BATCH_READERS[which](getattr(item, which), f"items[{index}].{which}.")

@@ -1,0 +1,112 @@
+"""The loyalty.v1.LoyaltyService servicer: read, route, answer. No business logic."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import grpc
+from grpc_status import rpc_status
+
+from loyalty.actors.ledger.commands import Command
+from loyalty.actors.ledger.outcomes import Outcome
+from loyalty.actors.ledger.status import Status
+from loyalty.server import errors, requests, responses
+from loyalty.server.errors import FieldViolation, GatewayError
+from loyalty.server.limits import BATCH_OPERATIONS_MAX
+from loyalty.server.shards import ShardRouter
+from loyalty.v1 import loyalty_pb2 as pb
+from loyalty.v1 import loyalty_pb2_grpc as pb_grpc
+
+
+async def _abort(context: grpc.aio.ServicerContext, status) -> None:
+    converted = rpc_status.to_status(status)
+    await context.abort(converted.code, converted.details, converted.trailing_metadata)
+
+
+class LoyaltyService(pb_grpc.LoyaltyServiceServicer):
+    """Every RPC: validate into a command, send it to its shard, map the outcome."""
+
+    def __init__(self, router: ShardRouter) -> None:
+        self._router = router
+
+    async def _outcome(
+        self, request, context: grpc.aio.ServicerContext, read: Callable[..., Command]
+    ) -> Outcome:
+        """The command's outcome, or an abort with the matching error status."""
+        try:
+            command = read(request)
+        except FieldViolation as violation:
+            await _abort(context, errors.invalid_argument(violation))
+        try:
+            outcome = await self._router.execute(command)
+        except GatewayError as error:
+            await _abort(context, errors.rpc_status(error.status, error.message))
+        if outcome.status != Status.OK:
+            await _abort(context, responses.error_status(outcome))
+        return outcome
+
+    async def _mutation(self, request, context, read):
+        return responses.mutation_response(await self._outcome(request, context, read))
+
+    async def EnrollMember(self, request, context):
+        return await self._mutation(request, context, requests.enroll_member)
+
+    async def Earn(self, request, context):
+        return await self._mutation(request, context, requests.earn)
+
+    async def Redeem(self, request, context):
+        return await self._mutation(request, context, requests.redeem)
+
+    async def Reserve(self, request, context):
+        return await self._mutation(request, context, requests.reserve)
+
+    async def Capture(self, request, context):
+        return await self._mutation(request, context, requests.capture)
+
+    async def Release(self, request, context):
+        return await self._mutation(request, context, requests.release)
+
+    async def Reverse(self, request, context):
+        return await self._mutation(request, context, requests.reverse)
+
+    async def Adjust(self, request, context):
+        return await self._mutation(request, context, requests.adjust)
+
+    async def GetMember(self, request, context):
+        return responses.member(await self._outcome(request, context, requests.get_member))
+
+    async def GetBalance(self, request, context):
+        outcome = await self._outcome(request, context, requests.get_balance)
+        return responses.balance(outcome.balance)
+
+    async def ListTransactions(self, request, context):
+        outcome = await self._outcome(request, context, requests.list_transactions)
+        return responses.transactions(request.member_id, outcome)
+
+    async def GetOperation(self, request, context):
+        outcome = await self._outcome(request, context, requests.get_operation)
+        return responses.operation(request.member_id, request.request_id, outcome)
+
+    async def Batch(self, request: pb.BatchRequest, context):
+        items = request.items
+        if len(items) > BATCH_OPERATIONS_MAX:
+            violation = FieldViolation("items", f"at most {BATCH_OPERATIONS_MAX} items per Batch")
+            await _abort(context, errors.invalid_argument(violation))
+        results: list[pb.BatchResult | None] = [None] * len(items)
+        commands, positions = [], []
+        for index, item in enumerate(items):
+            try:
+                commands.append(requests.batch_item(index, item))
+                positions.append(index)
+            except FieldViolation as violation:
+                results[index] = pb.BatchResult(status=errors.invalid_argument(violation))
+        try:
+            futures = self._router.submit(commands)
+        except GatewayError as error:
+            await _abort(context, errors.rpc_status(error.status, error.message))
+        for position, future in zip(positions, futures, strict=True):
+            try:
+                results[position] = responses.batch_result(await future)
+            except GatewayError as error:
+                results[position] = pb.BatchResult(status=errors.rpc_status(error.status, error.message))
+        return pb.BatchResponse(results=results)
