@@ -33,6 +33,13 @@ log = logging.getLogger(__name__)
 SERVICE_NAME = loyalty_pb2.DESCRIPTOR.services_by_name["LoyaltyService"].full_name
 
 
+def use_loopback_for_local_ray() -> None:
+    """Keep a single-machine Ray on 127.0.0.1. By default Ray registers every process
+    under the machine's network address, so even a local cluster would talk over it;
+    this documented Ray switch (inherited by its workers) keeps it on loopback."""
+    os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+
+
 class ServerConfig(msgspec.Struct, frozen=True, kw_only=True):
     """Everything ``loyalty serve`` is told. Read once, at the entry point."""
 
@@ -91,6 +98,8 @@ class LoyaltyServer:
         shard_count = config.shards or os.cpu_count() or 1
         self._check_layout(shard_count)
         if not ray.is_initialized():
+            if not config.ray_address:
+                use_loopback_for_local_ray()
             ray.init(
                 address=config.ray_address or None,
                 include_dashboard=False,

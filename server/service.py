@@ -23,6 +23,10 @@ async def _abort(context: grpc.aio.ServicerContext, status) -> None:
     await context.abort(converted.code, converted.details, converted.trailing_metadata)
 
 
+# Statuses GetOperation reports as its own error: nothing is stored to show.
+_NOT_STORED = frozenset({Status.MEMBER_NOT_FOUND, Status.OPERATION_NOT_FOUND})
+
+
 class LoyaltyService(pb_grpc.LoyaltyServiceServicer):
     """Every RPC: validate into a command, send it to its shard, map the outcome."""
 
@@ -30,9 +34,15 @@ class LoyaltyService(pb_grpc.LoyaltyServiceServicer):
         self._router = router
 
     async def _outcome(
-        self, request, context: grpc.aio.ServicerContext, read: Callable[..., Command]
+        self,
+        request,
+        context: grpc.aio.ServicerContext,
+        read: Callable[..., Command],
+        *,
+        errors_from: frozenset[Status] | None = None,
     ) -> Outcome:
-        """The command's outcome, or an abort with the matching error status."""
+        """The command's outcome, or an abort with the matching error status (for any
+        failed outcome, or only for statuses in ``errors_from`` when given)."""
         try:
             command = read(request)
         except FieldViolation as violation:
@@ -41,7 +51,8 @@ class LoyaltyService(pb_grpc.LoyaltyServiceServicer):
             outcome = await self._router.execute(command)
         except GatewayError as error:
             await _abort(context, errors.rpc_status(error.status, error.message))
-        if outcome.status != Status.OK:
+        failed = outcome.status != Status.OK
+        if failed and (errors_from is None or outcome.status in errors_from):
             await _abort(context, responses.error_status(outcome))
         return outcome
 
@@ -84,7 +95,10 @@ class LoyaltyService(pb_grpc.LoyaltyServiceServicer):
         return responses.transactions(request.member_id, outcome)
 
     async def GetOperation(self, request, context):
-        outcome = await self._outcome(request, context, requests.get_operation)
+        # A stored failure is an answer (the request was applied and failed), not an error.
+        outcome = await self._outcome(
+            request, context, requests.get_operation, errors_from=_NOT_STORED
+        )
         return responses.operation(request.member_id, request.request_id, outcome)
 
     async def Batch(self, request: pb.BatchRequest, context):

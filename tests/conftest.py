@@ -36,3 +36,119 @@ def redis_client(redis_server: EmbeddedRedis) -> Iterator[redis.Redis]:
 def key_prefix() -> str:
     """A key prefix unique to the test, so tests never see each other's keys."""
     return f"test-{uuid.uuid4().hex}"
+
+
+# --------------------------------------------------------------------------- Ray + server
+
+
+@pytest.fixture(scope="session")
+def ray_session() -> Iterator[None]:
+    """One local Ray for the whole session (starting Ray costs seconds on 2 cores)."""
+    import logging
+
+    import ray
+
+    from loyalty.server.app import use_loopback_for_local_ray
+
+    use_loopback_for_local_ray()
+    ray.init(include_dashboard=False, logging_level=logging.WARNING)
+    try:
+        yield
+    finally:
+        ray.shutdown()
+
+
+class ServerThread:
+    """A LoyaltyServer whose gRPC side runs on its own event loop in a thread, so
+    tests can call it with ordinary blocking stubs."""
+
+    def __init__(self, config) -> None:
+        from loyalty.server.app import LoyaltyServer
+
+        self.server = LoyaltyServer(config)
+        self._loop = None
+        self._thread = None
+
+    def start(self) -> ServerThread:
+        import asyncio
+        import threading
+
+        self.server.start_backends()
+        started = threading.Event()
+        failure: list[BaseException] = []
+
+        def run() -> None:
+            loop = asyncio.new_event_loop()
+            self._loop = loop
+            try:
+                loop.run_until_complete(self.server.start())
+            except BaseException as error:  # surfaced to the test below
+                failure.append(error)
+                started.set()
+                return
+            started.set()
+            loop.run_forever()
+            loop.close()
+
+        self._thread = threading.Thread(target=run, name="loyalty-server", daemon=True)
+        self._thread.start()
+        started.wait()
+        if failure:
+            raise failure[0]
+        return self
+
+    @property
+    def target(self) -> str:
+        return f"127.0.0.1:{self.server.port}"
+
+    def stop(self, *, close_backends: bool = True) -> None:
+        import asyncio
+
+        if self._loop is not None:
+            asyncio.run_coroutine_threadsafe(self.server.stop(grace_s=5), self._loop).result()
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join()
+            self._loop = None
+        if close_backends:
+            self.server.close_backends()
+
+
+def server_config(redis_url: str, key_prefix: str, **overrides):
+    """A config for an in-process test server on a free port."""
+    from loyalty.server.app import ServerConfig
+
+    return ServerConfig(
+        port=0,
+        shards=overrides.pop("shards", 2),
+        redis_url=redis_url,
+        key_prefix=key_prefix,
+        namespace=key_prefix,
+        **overrides,
+    )
+
+
+@pytest.fixture(scope="module")
+def loyalty_server(ray_session, redis_server: EmbeddedRedis) -> Iterator[ServerThread]:
+    """A server shared by a test module (tests use their own member ids)."""
+    running = ServerThread(server_config(redis_server.url, f"test-{uuid.uuid4().hex}")).start()
+    try:
+        yield running
+    finally:
+        running.stop()
+
+
+@pytest.fixture
+def stub(loyalty_server: ServerThread):
+    """A blocking LoyaltyService stub for the module's server."""
+    import grpc
+
+    from loyalty.v1 import loyalty_pb2_grpc
+
+    with grpc.insecure_channel(loyalty_server.target) as channel:
+        yield loyalty_pb2_grpc.LoyaltyServiceStub(channel)
+
+
+@pytest.fixture
+def member_id() -> str:
+    """A member id no other test uses."""
+    return f"m-{uuid.uuid4().hex[:12]}"
