@@ -145,7 +145,7 @@ class ShardActor:
 
 
 def make_shard_actor(settings: ShardSettings, *, name: str, namespace: str | None = None):
-    """Create (or reuse) the named Ray actor for one shard.
+    """Create the named Ray actor for one shard.
 
     A sync actor with one caller applies batches in submission order. Ray restarts a
     dead shard (max_restarts=-1); its constructor recovers from Redis. A batch that
@@ -158,7 +158,6 @@ def make_shard_actor(settings: ShardSettings, *, name: str, namespace: str | Non
     return remote_class.options(
         name=name,
         namespace=namespace,
-        get_if_exists=True,
         max_restarts=-1,
         max_task_retries=3,
         num_cpus=0,

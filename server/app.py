@@ -11,6 +11,7 @@ import logging
 import os
 import pathlib
 import signal
+import uuid
 
 import grpc
 import msgspec
@@ -114,8 +115,15 @@ class LoyaltyServer:
             snapshot_every_records=config.snapshot_every_records,
             snapshot_every_s=config.snapshot_every_s,
         )
+        # Names are unique per run: a restarted gateway never collides with the
+        # actors of its predecessor while Ray is still tearing them down (and epoch
+        # fencing keeps any such straggler from writing).
+        run_id = uuid.uuid4().hex[:8]
         self.actors = start_shard_actors(
-            template, shard_count, namespace=config.namespace, name_prefix=f"{config.key_prefix}-"
+            template,
+            shard_count,
+            namespace=config.namespace,
+            name_prefix=f"{config.key_prefix}-{run_id}-",
         )
 
     def _check_layout(self, shard_count: int) -> None:
