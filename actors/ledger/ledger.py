@@ -215,7 +215,7 @@ class Ledger:
             lot = member.lots[0]
             self._emit(e.LotExpired(member.member_id, now_ms, lot.lot_id, lot.points), events)
         cutoff_ms = now_ms - self.program.retention_ms
-        if _first_outcome_before(member, cutoff_ms) or _first_earn_done(member, now_ms):
+        if _anything_to_forget(member, cutoff_ms) or _first_earn_done(member, now_ms):
             self._emit(e.Pruned(member.member_id, now_ms, outcomes_before_ms=cutoff_ms), events)
 
     def _take_available(self, member: Member, points: int, now_ms: int) -> list[e.Take] | None:
@@ -450,7 +450,7 @@ class Ledger:
         member = self.members[event.member_id]
         reservation = _close_reservation(member, event.reservation_id, event.at_ms)
         member.redeemed += event.captured
-        _restore(member, event.restores, event.at_ms)
+        _restore(member, event.restores)
         _record(
             member,
             event.request_id,
@@ -459,6 +459,7 @@ class Ledger:
             event.at_ms,
             event.reservation_id,
         )
+        _expire_restored(member, event.restores, event.at_ms)
         return self._success(
             member,
             event,
@@ -484,10 +485,11 @@ class Ledger:
     def _evolve_released(self, event: e.Released) -> bytes:
         member = self.members[event.member_id]
         reservation = _close_reservation(member, event.reservation_id, event.at_ms)
-        _restore(member, event.restores, event.at_ms)
+        _restore(member, event.restores)
         _record(
             member, event.request_id, TransactionKind.RELEASE, 0, event.at_ms, event.reservation_id
         )
+        _expire_restored(member, event.restores, event.at_ms)
         return self._success(
             member,
             event,
@@ -499,10 +501,11 @@ class Ledger:
     def _evolve_reservation_expired(self, event: e.ReservationExpired) -> None:
         member = self.members[event.member_id]
         _close_reservation(member, event.reservation_id, event.at_ms)
-        _restore(member, event.restores, event.at_ms)
+        _restore(member, event.restores)
         _record(
             member, "", TransactionKind.RESERVATION_EXPIRED, 0, event.at_ms, event.reservation_id
         )
+        _expire_restored(member, event.restores, event.at_ms)
         return None
 
     # ------------------------------------------------------------------ reverse
@@ -628,10 +631,11 @@ class Ledger:
     def _evolve_pruned(self, event: e.Pruned) -> None:
         member = self.members[event.member_id]
         cutoff_ms = event.outcomes_before_ms
-        while _first_outcome_before(member, cutoff_ms):
-            del member.outcomes[next(iter(member.outcomes))]
-        while member.closed_reservations and next(iter(member.closed_reservations.values())) < cutoff_ms:
-            del member.closed_reservations[next(iter(member.closed_reservations))]
+        outcomes, closed = member.outcomes, member.closed_reservations
+        while outcomes and next(iter(outcomes.values())).at_ms < cutoff_ms:
+            del outcomes[next(iter(outcomes))]
+        while closed and next(iter(closed.values())) < cutoff_ms:
+            del closed[next(iter(closed))]
         while _first_earn_done(member, event.at_ms):
             del member.earns[next(iter(member.earns))]
         return None
@@ -716,7 +720,8 @@ def _insufficient(command: c.Mutation, print_: int, now_ms: int, member: Member)
     )
 
 
-def _first_outcome_before(member: Member, cutoff_ms: int) -> bool:
+def _anything_to_forget(member: Member, cutoff_ms: int) -> bool:
+    """Whether the oldest outcome or closed reservation is older than cutoff_ms."""
     if member.outcomes and next(iter(member.outcomes.values())).at_ms < cutoff_ms:
         return True
     return bool(member.closed_reservations) and next(
@@ -754,23 +759,30 @@ def _restores(holds: list[Hold]) -> tuple[e.Restore, ...]:
     return tuple(e.Restore(hold.lot_id, hold.points, hold.expires_at_ms) for hold in holds)
 
 
-def _restore(member: Member, restores, at_ms: int) -> None:
-    """Put held points back into their lots; points whose lot expired meanwhile expire
-    now instead (they would have expired had they not been held)."""
-    expired = 0
+def _restore(member: Member, restores) -> None:
+    """Put held points back into the lots they came from (recreating emptied lots)."""
     for restore in restores:
-        if 0 < restore.expires_at_ms <= at_ms:
-            expired += restore.points
-            continue
         for lot in member.lots:
             if lot.lot_id == restore.lot_id:
                 lot.points += restore.points
                 break
         else:
             _insert_lot(member, Lot(restore.lot_id, restore.points, restore.expires_at_ms, 0))
-    if expired:
-        member.expired += expired
-        _record(member, "", TransactionKind.EXPIRE, -expired, at_ms)
+
+
+def _expire_restored(member: Member, restores, at_ms: int) -> None:
+    """Lots that got held points back after their expiry date expire now: the points
+    would have expired had they not been held. Called after the restoring entry is
+    recorded, so the history shows the release first and the expiry after it."""
+    for restore in restores:
+        if not 0 < restore.expires_at_ms <= at_ms:
+            continue
+        for index, lot in enumerate(member.lots):
+            if lot.lot_id == restore.lot_id:
+                del member.lots[index]
+                member.expired += lot.points
+                _record(member, "", TransactionKind.EXPIRE, -lot.points, at_ms)
+                break
 
 
 def _close_reservation(member: Member, reservation_id: str, at_ms: int) -> Reservation:
