@@ -71,6 +71,7 @@ class CompiledProgram:
         "points_expiry_ms",
         "retention_ms",
         "reversal_creates_debt",
+        "_per_minor",
     )
 
     def __init__(self, program: Program) -> None:
@@ -85,6 +86,7 @@ class CompiledProgram:
             if not 0 <= digits <= 6:
                 raise ProgramError(f"minor_digits.{code}: must be 0 to 6, got {digits}")
         self._minor_digits = dict(program.minor_digits)
+        self._per_minor: dict[str, fractions.Fraction] = {}
         for name in ("return_window_days", "points_expiry_days", "idempotency_retention_days"):
             value = getattr(program, name)
             if not 0 <= value <= 36_500:
@@ -97,12 +99,16 @@ class CompiledProgram:
         self.reversal_creates_debt = program.reversal_policy == "debt"
 
     def points_per_minor(self, currency: str) -> fractions.Fraction:
-        """Exact points per one minor unit of ``currency``."""
-        rate = self._rates.get(currency, self._default_rate)
-        digits = self._minor_digits.get(currency)
-        if digits is None:
-            digits = minor_digits(currency)
-        return rate / (10**digits)
+        """Exact points per one minor unit of ``currency`` (computed once per currency:
+        Fraction arithmetic is slow enough to show on the earn path)."""
+        cached = self._per_minor.get(currency)
+        if cached is None:
+            rate = self._rates.get(currency, self._default_rate)
+            digits = self._minor_digits.get(currency)
+            if digits is None:
+                digits = minor_digits(currency)
+            cached = self._per_minor[currency] = rate / (10**digits)
+        return cached
 
     def expires_at_ms(self, now_ms: int) -> int:
         """When points earned at now_ms expire; 0 means never."""
