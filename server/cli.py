@@ -38,8 +38,14 @@ def _serve_parser(subcommands) -> None:
         default=os.environ.get("RAY_ADDRESS", ""),
         help="Ray cluster to join (default: $RAY_ADDRESS, else a local Ray)",
     )
-    parser.add_argument("--snapshot-every-records", type=int, default=1000, help="default 1000")
-    parser.add_argument("--snapshot-every-seconds", type=float, default=300.0, help="default 300")
+    parser.add_argument(
+        "--snapshot-every-events", type=int, default=200_000,
+        help="snapshot a shard after this many journaled changes (default 200000)",
+    )
+    parser.add_argument(
+        "--snapshot-every-seconds", type=float, default=300.0,
+        help="...or after this many seconds (default 300)",
+    )
 
 
 def _serve(options: argparse.Namespace) -> int:
@@ -52,8 +58,8 @@ def _serve(options: argparse.Namespace) -> int:
         except (OSError, ProgramError) as error:
             print(f"loyalty: {options.config}: {error}", file=sys.stderr)
             return 2
-    if options.shards < 0 or options.snapshot_every_records < 1:
-        print("loyalty: --shards must be >= 0 and --snapshot-every-records >= 1", file=sys.stderr)
+    if options.shards < 0 or options.snapshot_every_events < 1:
+        print("loyalty: --shards must be >= 0 and --snapshot-every-events >= 1", file=sys.stderr)
         return 2
     config = ServerConfig(
         host=options.host,
@@ -64,7 +70,7 @@ def _serve(options: argparse.Namespace) -> int:
         appendfsync=options.appendfsync,
         ray_address=options.ray_address,
         program=program,
-        snapshot_every_records=options.snapshot_every_records,
+        snapshot_every_events=options.snapshot_every_events,
         snapshot_every_s=options.snapshot_every_seconds,
     )
     return serve(config)

@@ -45,7 +45,7 @@ def call_until_answered(method, request):
 @pytest.fixture
 def private_server(ray_session, redis_server, key_prefix):
     """A server of the test's own, so killing its shards disturbs no other test."""
-    running = ServerThread(server_config(redis_server.url, key_prefix, snapshot_every_records=20)).start()
+    running = ServerThread(server_config(redis_server.url, key_prefix, snapshot_every_events=40)).start()
     try:
         yield running
     finally:
@@ -108,7 +108,7 @@ def test_shard_actor_killed_under_load_loses_no_acknowledged_operation(private_s
 
 
 def test_restarted_server_keeps_balances_outcomes_and_open_holds(ray_session, redis_server, key_prefix):
-    config = server_config(redis_server.url, key_prefix, snapshot_every_records=3)
+    config = server_config(redis_server.url, key_prefix, snapshot_every_events=5)
     first = ServerThread(config).start()
     try:
         with grpc.insecure_channel(first.target) as channel:
