@@ -180,6 +180,7 @@ class LedgerMachine(RuleBasedStateMachine):
         self.reservations_issued: dict[str, set[str]] = defaultdict(set)
         self.answer_times: dict[tuple[str, str], list[int]] = defaultdict(list)
         self.purchases: dict[tuple[str, str], list[list[int]]] = {}  # [qty, points, qty back, points back]
+        self.kept_until: dict[tuple[str, str], int] = {}  # purchases kept for returns (0: forever)
         self.fresh_ids = itertools.count(1)
         self.healthy = True  # false while a batch is under way (teardown then checks nothing)
 
@@ -215,6 +216,12 @@ class LedgerMachine(RuleBasedStateMachine):
             if member_id in self.enrolled and entry is not None and entry.at_ms >= cutoff:
                 plans.append(("replay" if entry.command == command else "conflict", entry))
                 continue
+            if isinstance(command, c.Earn) and self._purchase_kept(key):
+                # Its outcome was forgotten but the purchase is still kept: a stored conflict.
+                self.remembered[key] = Remembered(command, self.now)
+                expected_answers.append(key)
+                plans.append(("kept_purchase", self.remembered[key]))
+                continue
             was_member = member_id in self.enrolled
             self.enrolled.add(member_id)
             entry = Remembered(command, self.now)
@@ -246,6 +253,9 @@ class LedgerMachine(RuleBasedStateMachine):
                 assert raw == entry.outcome, (command, outcome, codec.decode_outcome(entry.outcome))
             elif plan == "conflict":
                 assert outcome.status == Status.REQUEST_ID_CONFLICT, (command, outcome)
+            elif plan == "kept_purchase":
+                assert outcome.status == Status.REQUEST_ID_CONFLICT, (command, outcome)
+                entry.outcome = raw
             else:
                 entry.outcome = raw
                 self._check_fresh(command, outcome, existed=plan == "fresh_existing")
@@ -271,8 +281,19 @@ class LedgerMachine(RuleBasedStateMachine):
         more = len(below) > len(expected)
         assert outcome.next_before_seq == (expected[-1].seq if more else 0)
 
+    def _purchase_kept(self, key: tuple[str, str]) -> bool:
+        if key not in self.kept_until:
+            return False
+        until = self.kept_until[key]
+        return until == 0 or until > self.now
+
     def _check_fresh(self, command: c.Mutation, outcome: Outcome, existed: bool) -> None:
         """A request the core had to apply (not replay): sanity of its outcome."""
+        if isinstance(command, c.Earn) and outcome.status == Status.OK:
+            expiry_ms, window_ms = self.program.points_expiry_ms, self.program.return_window_ms
+            self.kept_until[(command.member_id, command.request_id)] = (
+                max(self.now + expiry_ms, self.now + window_ms) if expiry_ms else 0
+            )
         assert outcome.status not in (
             Status.MEMBER_NOT_FOUND,
             Status.REQUEST_ID_CONFLICT,

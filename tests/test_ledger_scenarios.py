@@ -977,3 +977,26 @@ def test_a_bad_program_field_gives_a_program_error_naming_it(body, field):
 def test_a_program_file_that_is_not_toml_is_a_program_error():
     with pytest.raises(ProgramError, match="TOML"):
         load_program(b"[program\n")
+
+
+def test_released_counts_only_points_that_came_back_not_those_that_expired_on_the_way():
+    shop = Shop(points_expiry_days=5)
+    shop.enroll()
+    shop.earn(line("a", 10_000))
+    hold = shop.reserve(50, ttl_s=7 * 86_400)
+    shop.advance(days=5, ms=1)
+    captured = shop.capture(hold.reservation_id, 20)
+    assert (captured.points, captured.released) == (20, 0)
+    assert shop.balance().expired == 100 - 20
+
+
+def test_an_earn_reusing_a_forgotten_request_id_of_a_kept_purchase_is_a_conflict():
+    shop = Shop(idempotency_retention_days=1, points_expiry_days=365)
+    shop.enroll()
+    shop.earn(line("a", 5_000), rid="receipt-1")
+    shop.advance(days=2)
+    again = shop.earn(line("a", 5_000), rid="receipt-1")
+    assert again.status == Status.REQUEST_ID_CONFLICT
+    assert shop.balance().available == 50  # not paid twice
+    returned = shop.reverse("receipt-1")
+    assert returned.status == Status.OK and returned.points == 50

@@ -281,6 +281,16 @@ class Ledger:
     # ------------------------------------------------------------------ earn
 
     def _decide_earn(self, command: c.Earn, member: Member, now_ms: int, print_: int) -> e.Event:
+        if command.request_id in member.earns:
+            # Its outcome was forgotten, but the purchase is still kept for returns:
+            # earning again would pay twice and hide the original from returns.
+            return _failed(
+                command,
+                print_,
+                now_ms,
+                Status.REQUEST_ID_CONFLICT,
+                "a purchase with this request_id is still on record for returns",
+            )
         rate = self.program.points_per_minor(command.currency)
         points, shares = attribute_points([line.amount_minor for line in command.lines], rate)
         debt_repaid = min(points, member.debt)
@@ -465,7 +475,7 @@ class Ledger:
             event,
             c.Capture,
             points=event.captured,
-            released=reservation.points - event.captured,
+            released=_given_back(event.restores, event.at_ms),
             reservation_id=event.reservation_id,
         )
 
@@ -494,7 +504,7 @@ class Ledger:
             member,
             event,
             c.Release,
-            released=reservation.points,
+            released=_given_back(event.restores, event.at_ms),
             reservation_id=event.reservation_id,
         )
 
@@ -768,6 +778,11 @@ def _restore(member: Member, restores) -> None:
                 break
         else:
             _insert_lot(member, Lot(restore.lot_id, restore.points, restore.expires_at_ms, 0))
+
+
+def _given_back(restores, at_ms: int) -> int:
+    """Held points that went back to the member (not those that expired on the way)."""
+    return sum(r.points for r in restores if not 0 < r.expires_at_ms <= at_ms)
 
 
 def _expire_restored(member: Member, restores, at_ms: int) -> None:
