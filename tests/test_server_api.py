@@ -4,30 +4,18 @@ from __future__ import annotations
 
 import grpc
 import pytest
-from google.rpc import error_details_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
-from grpc_status import rpc_status
 
+from loyalty.clients import connect, error_details
 from loyalty.v1 import loyalty_pb2 as pb
 
 
 def error_of(call: pytest.ExceptionInfo) -> tuple[grpc.StatusCode, str, list[str]]:
     """(code, ErrorInfo reason, BadRequest fields) of a failed call."""
-    error = call.value
-    status = rpc_status.from_call(error)
-    reason, fields = "", []
-    for detail in status.details:
-        if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
-            info = error_details_pb2.ErrorInfo()
-            detail.Unpack(info)
-            assert info.domain == "loyalty.v1"
-            reason = info.reason
-        if detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
-            bad = error_details_pb2.BadRequest()
-            detail.Unpack(bad)
-            fields = [v.field for v in bad.field_violations]
-    return error.code(), reason, fields
+    details = error_details(call.value)
+    assert details.domain == "loyalty.v1"
+    return details.code, details.reason, [field for field, _ in details.field_violations]
 
 
 def purchase(*amounts_minor: int, currency: str = "EUR", skus: tuple[str, ...] = ()) -> pb.Purchase:
@@ -300,6 +288,16 @@ def test_batch_over_the_limit_is_rejected(stub):
     with pytest.raises(grpc.RpcError) as call:
         stub.Batch(pb.BatchRequest(items=items))
     assert error_of(call) == (grpc.StatusCode.INVALID_ARGUMENT, "INVALID_FIELD", ["items"])
+
+
+def test_connect_gives_a_working_stub_and_error_details_reads_violations(loyalty_server, member_id):
+    channel, stub = connect(loyalty_server.target)
+    with channel:
+        with pytest.raises(grpc.RpcError) as call:
+            stub.Redeem(pb.RedeemRequest(member_id=member_id, request_id="r", points=-5))
+    details = error_details(call.value)
+    assert (details.code, details.reason) == (grpc.StatusCode.INVALID_ARGUMENT, "INVALID_FIELD")
+    assert details.field_violations[0][0] == "points" and "between" in details.field_violations[0][1]
 
 
 def test_health_is_serving_and_reflection_lists_the_service(loyalty_server):
