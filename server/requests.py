@@ -34,7 +34,8 @@ def _identifier(field: str, value: str) -> str:
         raise FieldViolation(field, "is required")
     if len(value) > ID_LENGTH_MAX:
         raise FieldViolation(field, f"must be at most {ID_LENGTH_MAX} characters")
-    if not value.isprintable() or any(ch.isspace() for ch in value):
+    # isprintable() is False for every whitespace character except the ASCII space.
+    if not value.isprintable() or " " in value:
         raise FieldViolation(field, "must be printable characters without spaces")
     return value
 
@@ -95,15 +96,22 @@ def earn(request: pb.EarnRequest, prefix: str = "") -> c.Earn:
         raise FieldViolation(f"{field}.lines", f"at most {PURCHASE_LINES_MAX} lines")
     lines = []
     for index, line in enumerate(purchase.lines):
-        where = f"{field}.lines[{index}]"
-        lines.append(
-            c.Line(
-                _label(f"{where}.sku", line.sku, required=True),
-                _label(f"{where}.category", line.category),
-                _bounded(f"{where}.quantity", line.quantity, 1, QUANTITY_MAX),
-                _bounded(f"{where}.amount_minor", line.amount_minor, 0, AMOUNT_MINOR_MAX),
-            )
+        sku, category, quantity, amount_minor = line.sku, line.category, line.quantity, line.amount_minor
+        fine = (
+            0 < len(sku) <= LABEL_LENGTH_MAX
+            and len(category) <= LABEL_LENGTH_MAX
+            and 1 <= quantity <= QUANTITY_MAX
+            and 0 <= amount_minor <= AMOUNT_MINOR_MAX
+            and sku.isprintable()
+            and category.isprintable()
         )
+        if not fine:  # the slow path names the field
+            where = f"{field}.lines[{index}]"
+            _label(f"{where}.sku", sku, required=True)
+            _label(f"{where}.category", category)
+            _bounded(f"{where}.quantity", quantity, 1, QUANTITY_MAX)
+            _bounded(f"{where}.amount_minor", amount_minor, 0, AMOUNT_MINOR_MAX)
+        lines.append(c.Line(sku, category, quantity, amount_minor))
     occurred_at_ms = 0
     if purchase.HasField("occurred_at"):
         occurred_at_ms = _timestamp_ms(f"{field}.occurred_at", purchase.occurred_at)

@@ -18,104 +18,124 @@ def timestamp(milliseconds: int) -> timestamp_pb2.Timestamp:
     )
 
 
+def _set_time(target: timestamp_pb2.Timestamp, milliseconds: int) -> None:
+    target.seconds = milliseconds // 1000
+    target.nanos = (milliseconds % 1000) * 1_000_000
+
+
+# Responses are filled in place (message.field.x = ...) rather than built as separate
+# messages and copied in: on a 10,000-item Batch this halves the gateway's cost.
+
+
+def _fill_balance(target: pb.Balance, view: BalanceView | None) -> None:
+    if view is None:
+        target.SetInParent()
+        return
+    target.available = view.available
+    target.pending = view.pending
+    target.reserved = view.reserved
+    target.debt = view.debt
+    target.lifetime_earned = view.lifetime_earned
+    target.redeemed = view.redeemed
+    target.expired = view.expired
+    target.reversed = view.reversed
+    target.adjusted_in = view.adjusted_in
+    target.adjusted_out = view.adjusted_out
+    for points, at_ms in view.next_expirations:
+        expiration = target.next_expirations.add()
+        expiration.points = points
+        _set_time(expiration.expires_at, at_ms)
+
+
 def balance(view: BalanceView | None) -> pb.Balance:
     """Balance message for a BalanceView."""
-    if view is None:
-        return pb.Balance()
-    return pb.Balance(
-        available=view.available,
-        pending=view.pending,
-        reserved=view.reserved,
-        debt=view.debt,
-        lifetime_earned=view.lifetime_earned,
-        next_expirations=[
-            pb.PointsExpiration(points=points, expires_at=timestamp(at_ms))
-            for points, at_ms in view.next_expirations
-        ],
-        redeemed=view.redeemed,
-        expired=view.expired,
-        reversed=view.reversed,
-        adjusted_in=view.adjusted_in,
-        adjusted_out=view.adjusted_out,
-    )
+    result = pb.Balance()
+    _fill_balance(result, view)
+    return result
+
+
+def _fill_member(target: pb.Member, outcome: Outcome) -> None:
+    view = outcome.member
+    target.member_id = view.member_id
+    target.attributes.update(view.attributes)
+    target.status = view.status
+    _fill_balance(target.balance, outcome.balance)
+    _set_time(target.enrolled_at, view.enrolled_at_ms)
 
 
 def member(outcome: Outcome) -> pb.Member:
     """Member message (EnrollMember, GetMember)."""
-    view = outcome.member
-    return pb.Member(
-        member_id=view.member_id,
-        attributes=view.attributes,
-        status=view.status,
-        balance=balance(outcome.balance),
-        enrolled_at=timestamp(view.enrolled_at_ms),
-    )
+    result = pb.Member()
+    _fill_member(result, outcome)
+    return result
 
 
-def _earn(outcome: Outcome) -> pb.EarnResponse:
-    response = pb.EarnResponse(
-        points=outcome.points,
-        balance=balance(outcome.balance),
-        debt_repaid=outcome.debt,
-        pending=outcome.available_at_ms > outcome.at_ms,
-        available_at=timestamp(outcome.available_at_ms),
-        lines=[pb.LinePoints(sku=sku, points=points) for sku, points in outcome.lines],
-    )
+def _fill_earn(target: pb.EarnResponse, outcome: Outcome) -> None:
+    target.points = outcome.points
+    _fill_balance(target.balance, outcome.balance)
+    target.debt_repaid = outcome.debt
+    target.pending = outcome.available_at_ms > outcome.at_ms
+    _set_time(target.available_at, outcome.available_at_ms)
     if outcome.expires_at_ms:
-        response.expires_at.CopyFrom(timestamp(outcome.expires_at_ms))
-    return response
+        _set_time(target.expires_at, outcome.expires_at_ms)
+    for sku, points in outcome.lines:
+        line = target.lines.add()
+        line.sku = sku
+        line.points = points
 
 
-def _redeem(outcome: Outcome) -> pb.RedeemResponse:
-    return pb.RedeemResponse(balance=balance(outcome.balance), points=outcome.points)
+def _fill_redeem(target: pb.RedeemResponse, outcome: Outcome) -> None:
+    _fill_balance(target.balance, outcome.balance)
+    target.points = outcome.points
 
 
-def _reserve(outcome: Outcome) -> pb.ReserveResponse:
-    return pb.ReserveResponse(
-        reservation_id=outcome.reservation_id,
-        expires_at=timestamp(outcome.expires_at_ms),
-        balance=balance(outcome.balance),
-        points=outcome.points,
-    )
+def _fill_reserve(target: pb.ReserveResponse, outcome: Outcome) -> None:
+    target.reservation_id = outcome.reservation_id
+    _set_time(target.expires_at, outcome.expires_at_ms)
+    _fill_balance(target.balance, outcome.balance)
+    target.points = outcome.points
 
 
-def _capture(outcome: Outcome) -> pb.CaptureResponse:
-    return pb.CaptureResponse(
-        captured=outcome.points, balance=balance(outcome.balance), released=outcome.released
-    )
+def _fill_capture(target: pb.CaptureResponse, outcome: Outcome) -> None:
+    target.captured = outcome.points
+    _fill_balance(target.balance, outcome.balance)
+    target.released = outcome.released
 
 
-def _release(outcome: Outcome) -> pb.ReleaseResponse:
-    return pb.ReleaseResponse(balance=balance(outcome.balance), released=outcome.released)
+def _fill_release(target: pb.ReleaseResponse, outcome: Outcome) -> None:
+    _fill_balance(target.balance, outcome.balance)
+    target.released = outcome.released
 
 
-def _reverse(outcome: Outcome) -> pb.ReverseResponse:
-    return pb.ReverseResponse(
-        points_reversed=outcome.points, balance=balance(outcome.balance), debt_added=outcome.debt
-    )
+def _fill_reverse(target: pb.ReverseResponse, outcome: Outcome) -> None:
+    target.points_reversed = outcome.points
+    _fill_balance(target.balance, outcome.balance)
+    target.debt_added = outcome.debt
 
 
-def _adjust(outcome: Outcome) -> pb.AdjustResponse:
-    return pb.AdjustResponse(balance=balance(outcome.balance))
+def _fill_adjust(target: pb.AdjustResponse, outcome: Outcome) -> None:
+    _fill_balance(target.balance, outcome.balance)
 
 
-# outcome kind -> (builder, name of the oneof field in Operation and BatchResult)
+# outcome kind -> (response type, filler, name of the oneof field in Operation and BatchResult)
 MUTATION_RESPONSES = {
-    "enroll": (member, "enroll_member"),
-    "earn": (_earn, "earn"),
-    "redeem": (_redeem, "redeem"),
-    "reserve": (_reserve, "reserve"),
-    "capture": (_capture, "capture"),
-    "release": (_release, "release"),
-    "reverse": (_reverse, "reverse"),
-    "adjust": (_adjust, "adjust"),
+    "enroll": (pb.Member, _fill_member, "enroll_member"),
+    "earn": (pb.EarnResponse, _fill_earn, "earn"),
+    "redeem": (pb.RedeemResponse, _fill_redeem, "redeem"),
+    "reserve": (pb.ReserveResponse, _fill_reserve, "reserve"),
+    "capture": (pb.CaptureResponse, _fill_capture, "capture"),
+    "release": (pb.ReleaseResponse, _fill_release, "release"),
+    "reverse": (pb.ReverseResponse, _fill_reverse, "reverse"),
+    "adjust": (pb.AdjustResponse, _fill_adjust, "adjust"),
 }
 
 
 def mutation_response(outcome: Outcome):
     """The response message of a successful mutation."""
-    builder, _ = MUTATION_RESPONSES[outcome.kind]
-    return builder(outcome)
+    message_type, fill, _ = MUTATION_RESPONSES[outcome.kind]
+    result = message_type()
+    fill(result, outcome)
+    return result
 
 
 def error_status(outcome: Outcome):
@@ -123,27 +143,33 @@ def error_status(outcome: Outcome):
     return errors.rpc_status(outcome.status, outcome.message)
 
 
+def _fill_answer(target, outcome: Outcome) -> None:
+    """Status plus the oneof response of a BatchResult or Operation."""
+    if outcome.status != Status.OK:
+        target.status.CopyFrom(error_status(outcome))
+        return
+    target.status.SetInParent()  # code 0: OK
+    _, fill, field = MUTATION_RESPONSES[outcome.kind]
+    fill(getattr(target, field), outcome)
+
+
 def batch_result(outcome: Outcome) -> pb.BatchResult:
     """One item of a BatchResponse."""
-    if outcome.status != Status.OK:
-        return pb.BatchResult(status=error_status(outcome))
-    builder, field = MUTATION_RESPONSES[outcome.kind]
-    result = pb.BatchResult(status=errors.OK_STATUS)
-    getattr(result, field).CopyFrom(builder(outcome))
+    result = pb.BatchResult()
+    _fill_answer(result, outcome)
     return result
+
+
+def fill_batch_result(target: pb.BatchResult, outcome: Outcome) -> None:
+    """Fill an item already added to a BatchResponse (avoids a copy per item)."""
+    _fill_answer(target, outcome)
 
 
 def operation(member_id: str, request_id: str, outcome: Outcome) -> pb.Operation:
     """GetOperation's answer for a stored outcome (success or failure)."""
-    result = pb.Operation(
-        member_id=member_id, request_id=request_id, applied_at=timestamp(outcome.at_ms)
-    )
-    if outcome.status != Status.OK:
-        result.status.CopyFrom(error_status(outcome))
-        return result
-    result.status.CopyFrom(errors.OK_STATUS)
-    builder, field = MUTATION_RESPONSES[outcome.kind]
-    getattr(result, field).CopyFrom(builder(outcome))
+    result = pb.Operation(member_id=member_id, request_id=request_id)
+    _set_time(result.applied_at, outcome.at_ms)
+    _fill_answer(result, outcome)
     return result
 
 

@@ -106,21 +106,22 @@ class LoyaltyService(pb_grpc.LoyaltyServiceServicer):
         if len(items) > BATCH_OPERATIONS_MAX:
             violation = FieldViolation("items", f"at most {BATCH_OPERATIONS_MAX} items per Batch")
             await _abort(context, errors.invalid_argument(violation))
-        results: list[pb.BatchResult | None] = [None] * len(items)
+        response = pb.BatchResponse()
+        results = [response.results.add() for _ in range(len(items))]  # filled in place
         commands, positions = [], []
         for index, item in enumerate(items):
             try:
                 commands.append(requests.batch_item(index, item))
                 positions.append(index)
             except FieldViolation as violation:
-                results[index] = pb.BatchResult(status=errors.invalid_argument(violation))
+                results[index].status.CopyFrom(errors.invalid_argument(violation))
         try:
             futures = self._router.submit(commands)
         except GatewayError as error:
             await _abort(context, errors.rpc_status(error.status, error.message))
         for position, future in zip(positions, futures, strict=True):
             try:
-                results[position] = responses.batch_result(await future)
+                responses.fill_batch_result(results[position], await future)
             except GatewayError as error:
-                results[position] = pb.BatchResult(status=errors.rpc_status(error.status, error.message))
-        return pb.BatchResponse(results=results)
+                results[position].status.CopyFrom(errors.rpc_status(error.status, error.message))
+        return response

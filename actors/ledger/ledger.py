@@ -63,20 +63,21 @@ def command_kind(command: c.Command | type) -> str:
 
 def balance_of(member: Member, now_ms: int) -> BalanceView:
     """The member's points as seen at now_ms."""
-    available = pending = 0
+    pending = 0
+    if member.pending_until_max_ms > now_ms:  # some lot may still be pending
+        pending = sum(lot.points for lot in member.lots if lot.pending_until_ms > now_ms)
     expirations: list[tuple[int, int]] = []
-    for lot in member.lots:
-        if lot.pending_until_ms <= now_ms:
-            available += lot.points
+    for lot in member.lots:  # sorted by expiry: only the first few dates are needed
+        if not lot.expires_at_ms:
+            break
+        if expirations and expirations[-1][1] == lot.expires_at_ms:
+            expirations[-1] = (expirations[-1][0] + lot.points, lot.expires_at_ms)
+        elif len(expirations) == NEXT_EXPIRATIONS_MAX:
+            break
         else:
-            pending += lot.points
-        if lot.expires_at_ms and len(expirations) <= NEXT_EXPIRATIONS_MAX:
-            if expirations and expirations[-1][1] == lot.expires_at_ms:
-                expirations[-1] = (expirations[-1][0] + lot.points, lot.expires_at_ms)
-            else:
-                expirations.append((lot.points, lot.expires_at_ms))
+            expirations.append((lot.points, lot.expires_at_ms))
     return BalanceView(
-        available=available,
+        available=member.held - pending,
         pending=pending,
         reserved=member.reserved,
         debt=member.debt,
@@ -86,7 +87,7 @@ def balance_of(member: Member, now_ms: int) -> BalanceView:
         reversed=member.reversed,
         adjusted_in=member.adjusted_in,
         adjusted_out=member.adjusted_out,
-        next_expirations=tuple(expirations[:NEXT_EXPIRATIONS_MAX]),
+        next_expirations=tuple(expirations),
     )
 
 
@@ -97,12 +98,14 @@ def member_view(member: Member) -> MemberView:
 
 def conservation_holds(member: Member) -> bool:
     """earned + adjusted_in + debt == lots + reserved + redeemed + expired + reversed
-    + adjusted_out, and nothing is negative."""
+    + adjusted_out, nothing is negative, and the running lot total is exact."""
     held = 0
     for lot in member.lots:
         if lot.points <= 0:
             return False
         held += lot.points
+    if held != member.held:
+        return False
     counters = (
         member.earned,
         member.adjusted_in,
@@ -749,6 +752,8 @@ def _first_earn_done(member: Member, now_ms: int) -> bool:
 def _insert_lot(member: Member, lot: Lot) -> None:
     assert lot.points > 0
     bisect.insort(member.lots, lot, key=_lot_order)
+    member.held += lot.points
+    member.pending_until_max_ms = max(member.pending_until_max_ms, lot.pending_until_ms)
     member.next_lot_id = max(member.next_lot_id, lot.lot_id + 1)
 
 
@@ -758,6 +763,7 @@ def _apply_takes(member: Member, takes) -> None:
             if lot.lot_id == take.lot_id:
                 assert 0 < take.points <= lot.points, "a take never exceeds its lot"
                 lot.points -= take.points
+                member.held -= take.points
                 if lot.points == 0:
                     del member.lots[index]
                 break
@@ -775,6 +781,7 @@ def _restore(member: Member, restores) -> None:
         for lot in member.lots:
             if lot.lot_id == restore.lot_id:
                 lot.points += restore.points
+                member.held += restore.points
                 break
         else:
             _insert_lot(member, Lot(restore.lot_id, restore.points, restore.expires_at_ms, 0))
@@ -795,6 +802,7 @@ def _expire_restored(member: Member, restores, at_ms: int) -> None:
         for index, lot in enumerate(member.lots):
             if lot.lot_id == restore.lot_id:
                 del member.lots[index]
+                member.held -= lot.points
                 member.expired += lot.points
                 _record(member, "", TransactionKind.EXPIRE, -lot.points, at_ms)
                 break
@@ -840,7 +848,7 @@ def _record(
 ) -> None:
     """Append a history entry and check the conservation identity (the lot sum is
     computed here anyway)."""
-    held = sum(lot.points for lot in member.lots)
+    held = member.held
     assert member.earned + member.adjusted_in + member.debt == (
         held + member.reserved + member.redeemed + member.expired + member.reversed + member.adjusted_out
     ), f"conservation broken for member {member.member_id!r}"

@@ -113,3 +113,7 @@ class Member(msgspec.Struct, array_like=True, gc=False):
     earns: dict[str, EarnRecord] = {}
     outcomes: dict[str, StoredOutcome] = {}
     transactions: list[TransactionView] = []  # oldest first, bounded
+    held: int = 0
+    """Sum of lots[].points, kept as the lots change (balance views are O(1))."""
+    pending_until_max_ms: int = 0
+    """Latest pending_until_ms of any lot ever added: at or before now, nothing is pending."""
