@@ -7,32 +7,30 @@ else: given an external Redis or Ray it uses them and leaves them running.
 from __future__ import annotations
 
 import asyncio
-import gc
 import logging
 import os
 import pathlib
 import signal
+import subprocess
+import sys
 import uuid
 
-import grpc
 import msgspec
 import ray
 import redis
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
 
 from loyalty.actors.ledger.program import Program
 from loyalty.actors.routing import SLOT_COUNT
-from loyalty.actors.shard import GC_YOUNG_THRESHOLD, ShardSettings
-from loyalty.server.embedded_redis import EmbeddedRedis
-from loyalty.server.limits import MESSAGE_BYTES_MAX, SHUTDOWN_GRACE_S
-from loyalty.server.service import LoyaltyService
+from loyalty.actors.shard import ShardSettings
+from loyalty.server.embedded_redis import EmbeddedRedis, parent_death_signal_hook
+from loyalty.server.gateway import SERVICE_NAME, Gateway, tune_gc
+from loyalty.server.limits import SHUTDOWN_GRACE_S
 from loyalty.server.shards import ShardRouter, router_for, start_shard_actors
-from loyalty.v1 import loyalty_pb2, loyalty_pb2_grpc
 
 log = logging.getLogger(__name__)
 
-SERVICE_NAME = loyalty_pb2.DESCRIPTOR.services_by_name["LoyaltyService"].full_name
+# A worker gets this long beyond the drain grace to exit before it is killed.
+WORKER_EXIT_EXTRA_S = 5.0
 
 
 def use_loopback_for_local_ray() -> None:
@@ -70,6 +68,9 @@ class ServerConfig(msgspec.Struct, frozen=True, kw_only=True):
     """Each shard snapshots after this many journaled events..."""
     snapshot_every_s: float = 300.0
     """...or this many seconds, whichever comes first."""
+    gateways: int = 1
+    """gRPC gateway processes sharing the port (SO_REUSEPORT): the main process and
+    gateways - 1 workers. More than one spreads gRPC's per-call cost over cores."""
 
 
 class LoyaltyServer:
@@ -82,9 +83,10 @@ class LoyaltyServer:
         self._embedded_redis: EmbeddedRedis | None = None
         self._started_ray = False
         self.actors: list = []
+        self.actor_names: list[str] = []
         self.router: ShardRouter | None = None
-        self._server: grpc.aio.Server | None = None
-        self._health: health.aio.HealthServicer | None = None
+        self._gateway: Gateway | None = None
+        self._workers: list[subprocess.Popen] = []
 
     # ----------------------------------------------------------------- backends
 
@@ -120,12 +122,8 @@ class LoyaltyServer:
         # actors of its predecessor while Ray is still tearing them down (and epoch
         # fencing keeps any such straggler from writing).
         run_id = uuid.uuid4().hex[:8]
-        self.actors = start_shard_actors(
-            template,
-            shard_count,
-            namespace=config.namespace,
-            name_prefix=f"{config.key_prefix}-{run_id}-",
-        )
+        self.actor_names = [f"{config.key_prefix}-{run_id}-shard-{i}" for i in range(shard_count)]
+        self.actors = start_shard_actors(template, self.actor_names, namespace=config.namespace)
 
     def _check_layout(self, shard_count: int) -> None:
         """Refuse to start with a shard count other than the one the data was written
@@ -163,35 +161,58 @@ class LoyaltyServer:
     # ----------------------------------------------------------------- gRPC
 
     async def start(self) -> None:
-        """Start serving gRPC (backends must be running)."""
+        """Start serving gRPC (backends must be running), then any extra gateways."""
         self.router = router_for(self.actors)
-        self._server = grpc.aio.server(
-            options=[
-                ("grpc.max_receive_message_length", MESSAGE_BYTES_MAX),
-                ("grpc.max_send_message_length", MESSAGE_BYTES_MAX),
-                ("grpc.so_reuseport", 1),
-            ]
-        )
-        loyalty_pb2_grpc.add_LoyaltyServiceServicer_to_server(LoyaltyService(self.router), self._server)
-        self._health = health.aio.HealthServicer()
-        health_pb2_grpc.add_HealthServicer_to_server(self._health, self._server)
-        reflection.enable_server_reflection(
-            (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), self._server
-        )
-        self.port = self._server.add_insecure_port(f"{self.config.host}:{self.config.port}")
-        if self.port == 0:
-            raise SystemExit(f"loyalty: cannot listen on {self.config.host}:{self.config.port}")
-        await self._server.start()
-        for name in ("", SERVICE_NAME):
-            await self._health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        self._gateway = Gateway(self.router, host=self.config.host, port=self.config.port)
+        self.port = await self._gateway.start()
+        if self.config.gateways > 1:
+            await asyncio.get_running_loop().run_in_executor(None, self._start_workers)
+
+    def _start_workers(self) -> None:
+        """Extra gateway processes on the same port (SO_REUSEPORT), same shards."""
+        command = [
+            sys.executable, "-m", "loyalty.server.gateway",
+            "--ray-address", ray.get_runtime_context().gcs_address,
+            "--namespace", self.config.namespace,
+            "--actors", ",".join(self.actor_names),
+            "--host", self.config.host,
+            "--port", str(self.port),
+        ]  # fmt: skip
+        for _ in range(self.config.gateways - 1):
+            worker = subprocess.Popen(
+                command,
+                stdout=subprocess.PIPE,
+                text=True,
+                preexec_fn=parent_death_signal_hook(),
+            )
+            self._workers.append(worker)
+            for line in worker.stdout:  # bounded: the worker exits on any start failure
+                if "ready" in line:
+                    break
+            else:
+                raise SystemExit(f"loyalty: a gateway worker exited with {worker.wait()}")
+
+    def _stop_workers(self, grace_s: float) -> None:
+        for worker in self._workers:
+            worker.send_signal(signal.SIGTERM)
+        for worker in self._workers:
+            try:
+                worker.wait(timeout=grace_s + WORKER_EXIT_EXTRA_S)
+            except subprocess.TimeoutExpired:
+                worker.kill()
+                worker.wait()
+        self._workers = []
 
     async def stop(self, grace_s: float = SHUTDOWN_GRACE_S) -> None:
-        """Health NOT_SERVING, drain in-flight calls, then snapshot every shard."""
-        if self._server is None:
+        """Health NOT_SERVING, drain in-flight calls (every gateway), then snapshot
+        every shard."""
+        if self._gateway is None:
             return
-        await self._health.enter_graceful_shutdown()
-        await self._server.stop(grace_s)
-        self._server = None
+        loop = asyncio.get_running_loop()
+        await asyncio.gather(
+            self._gateway.stop(grace_s), loop.run_in_executor(None, self._stop_workers, grace_s)
+        )
+        self._gateway = None
         snapshots = [actor.snapshot.remote() for actor in self.actors]
         if snapshots:
             await asyncio.gather(*snapshots, return_exceptions=True)
@@ -205,7 +226,8 @@ class LoyaltyServer:
         await self.start()
         print(
             f"loyalty: serving {SERVICE_NAME} on {self.config.host}:{self.port} "
-            f"with {len(self.actors)} shards; redis {self.redis_url}"
+            f"with {len(self.actors)} shards and {self.config.gateways} gateway process(es); "
+            f"redis {self.redis_url}"
             + (f" (embedded, data in {self.config.data_dir})" if self._embedded_redis else ""),
             flush=True,
         )
@@ -224,9 +246,7 @@ def serve(config: ServerConfig) -> int:
         server.start_backends()
         # Per-call protobuf garbage is acyclic; fewer GC passes, and none over the
         # long-lived objects built at start (the benchmark saw GC at ~20% of a core).
-        gc.collect()
-        gc.freeze()
-        gc.set_threshold(GC_YOUNG_THRESHOLD, 50, 100)
+        tune_gc()
         uvloop.run(server.run_until_signal())
     finally:
         server.close_backends()

@@ -21,6 +21,10 @@ def _serve_parser(subcommands) -> None:
     parser.add_argument("--port", type=int, default=50051, help="gRPC port (default 50051; 0 = any free)")
     parser.add_argument("--shards", type=int, default=0, help="shard actors (default: one per CPU)")
     parser.add_argument(
+        "--gateways", type=int, default=1,
+        help="gRPC gateway processes sharing the port via SO_REUSEPORT (default 1)",
+    )
+    parser.add_argument(
         "--redis-url",
         default=os.environ.get("REDIS_URL", ""),
         help="external Redis, e.g. redis://host:6379/0 (default: $REDIS_URL, else embedded)",
@@ -58,13 +62,17 @@ def _serve(options: argparse.Namespace) -> int:
         except (OSError, ProgramError) as error:
             print(f"loyalty: {options.config}: {error}", file=sys.stderr)
             return 2
-    if options.shards < 0 or options.snapshot_every_events < 1:
-        print("loyalty: --shards must be >= 0 and --snapshot-every-events >= 1", file=sys.stderr)
+    if options.shards < 0 or options.snapshot_every_events < 1 or options.gateways < 1:
+        print(
+            "loyalty: --shards must be >= 0, --gateways and --snapshot-every-events >= 1",
+            file=sys.stderr,
+        )
         return 2
     config = ServerConfig(
         host=options.host,
         port=options.port,
         shards=options.shards,
+        gateways=options.gateways,
         redis_url=options.redis_url,
         data_dir=options.data_dir,
         appendfsync=options.appendfsync,

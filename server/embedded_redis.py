@@ -97,7 +97,7 @@ def free_port(host: str = "127.0.0.1") -> int:
         return probe.getsockname()[1]
 
 
-def _parent_death_signal_hook() -> Callable[[], None] | None:
+def parent_death_signal_hook() -> Callable[[], None] | None:
     """Return a preexec_fn making the child receive SIGTERM when we die.
 
     libc is resolved here, in the parent, because loading libraries between
@@ -289,7 +289,7 @@ class EmbeddedRedis:
                 stdout=early_output,
                 stderr=early_output,
                 cwd=self._data_dir,
-                preexec_fn=_parent_death_signal_hook(),
+                preexec_fn=parent_death_signal_hook(),
                 # Our own session keeps a terminal's Ctrl-C away from Redis, so
                 # the server can shut its users down before its storage.
                 start_new_session=True,

@@ -72,17 +72,14 @@ class ShardRouter:
         return await future
 
 
-def start_shard_actors(
-    template: ShardSettings, shard_count: int, *, namespace: str, name_prefix: str
-) -> list:
-    """Create the shard actors and wait until every one has recovered its state."""
+def start_shard_actors(template: ShardSettings, names: list[str], *, namespace: str) -> list:
+    """Create one named shard actor per name (shard index = position) and wait until
+    every one has recovered its state."""
     actors = [
         make_shard_actor(
-            msgspec.structs.replace(template, shard_index=index),
-            name=f"{name_prefix}shard-{index}",
-            namespace=namespace,
+            msgspec.structs.replace(template, shard_index=index), name=name, namespace=namespace
         )
-        for index in range(shard_count)
+        for index, name in enumerate(names)
     ]
     ray.get([actor.describe.remote() for actor in actors])
     return actors
