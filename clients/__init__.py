@@ -1,10 +1,134 @@
-"""Client-side helpers for loyalty.v1.LoyaltyService.
+"""The Python SDK of loyalty.v1.LoyaltyService.
 
-``connect`` opens a channel and stub; ``error_details`` reads the ErrorInfo reason,
-domain, metadata and BadRequest field violations of a failed call, so callers can
-branch on ``details.reason == "INSUFFICIENT_POINTS"`` instead of parsing messages.
+``LoyaltyClient`` (blocking) and ``AsyncLoyaltyClient`` (asyncio) have one method per
+RPC, take plain Python values and return frozen dataclasses; failures raise one
+``LoyaltyError`` subclass per error reason (see ``loyalty.clients.errors`` for the
+tree). Mutations get a time-sortable request_id when none is given, reused by every
+retry, so retried calls are applied at most once. ``loyalty.clients.testing`` has an
+in-process fake server for the tests of applications that use the SDK.
+
+The low-level helpers stay: ``connect`` opens a channel and raw stub, and
+``error_details`` reads the ErrorInfo and BadRequest of a failed raw call.
 """
 
+from loyalty.clients.client import BATCH_ITEMS_MAX, AsyncLoyaltyClient, LoyaltyClient
+from loyalty.clients.config import ClientConfig, TlsConfig
+from loyalty.clients.errors import (
+    CaptureExceedsReservation,
+    DeadlineExceeded,
+    InsufficientPoints,
+    InvalidArgument,
+    LoyaltyError,
+    MemberAlreadyExists,
+    MemberNotFound,
+    OperationNotFound,
+    OriginalNotFound,
+    Overloaded,
+    PermissionDenied,
+    RequestIdConflict,
+    ReservationExpired,
+    ReservationNotFound,
+    ReturnExceedsPurchase,
+    TooManyReservations,
+    TransientError,
+    Unauthenticated,
+    Unavailable,
+    UnexpectedError,
+)
+from loyalty.clients.ids import new_request_id
+from loyalty.clients.models import (
+    AdjustItem,
+    AdjustResult,
+    Balance,
+    BatchItemResult,
+    BatchOperation,
+    CaptureItem,
+    CaptureResult,
+    EarnItem,
+    EarnResult,
+    EnrollMemberItem,
+    Line,
+    LinePoints,
+    Member,
+    MemberStatus,
+    MutationResult,
+    Operation,
+    PointsExpiration,
+    RedeemItem,
+    RedeemResult,
+    ReleaseItem,
+    ReleaseResult,
+    ReserveItem,
+    ReserveResult,
+    ReturnLine,
+    ReverseItem,
+    ReverseResult,
+    Transaction,
+    TransactionKind,
+    TransactionPage,
+)
+from loyalty.clients.retry import NO_RETRIES, RetryPolicy
 from loyalty.clients.status import ErrorDetails, connect, error_details
 
-__all__ = ["ErrorDetails", "connect", "error_details"]
+__all__ = [
+    "BATCH_ITEMS_MAX",
+    "NO_RETRIES",
+    "AdjustItem",
+    "AdjustResult",
+    "AsyncLoyaltyClient",
+    "Balance",
+    "BatchItemResult",
+    "BatchOperation",
+    "CaptureExceedsReservation",
+    "CaptureItem",
+    "CaptureResult",
+    "ClientConfig",
+    "DeadlineExceeded",
+    "EarnItem",
+    "EarnResult",
+    "EnrollMemberItem",
+    "ErrorDetails",
+    "InsufficientPoints",
+    "InvalidArgument",
+    "Line",
+    "LinePoints",
+    "LoyaltyClient",
+    "LoyaltyError",
+    "Member",
+    "MemberAlreadyExists",
+    "MemberNotFound",
+    "MemberStatus",
+    "MutationResult",
+    "Operation",
+    "OperationNotFound",
+    "OriginalNotFound",
+    "Overloaded",
+    "PermissionDenied",
+    "PointsExpiration",
+    "RedeemItem",
+    "RedeemResult",
+    "ReleaseItem",
+    "ReleaseResult",
+    "RequestIdConflict",
+    "ReservationExpired",
+    "ReservationNotFound",
+    "ReserveItem",
+    "ReserveResult",
+    "RetryPolicy",
+    "ReturnExceedsPurchase",
+    "ReturnLine",
+    "ReverseItem",
+    "ReverseResult",
+    "TlsConfig",
+    "TooManyReservations",
+    "Transaction",
+    "TransactionKind",
+    "TransactionPage",
+    "TransientError",
+    "Unauthenticated",
+    "Unavailable",
+    "UnexpectedError",
+    "connect",
+    "error_details",
+    "new_request_id",
+]

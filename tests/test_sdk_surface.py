@@ -1,0 +1,86 @@
+"""Pins the SDK's public surface: a change here is a change for every SDK user."""
+
+from __future__ import annotations
+
+import inspect
+import pathlib
+
+import loyalty.clients
+from loyalty.clients import AsyncLoyaltyClient, LoyaltyClient
+
+PUBLIC_NAMES = {
+    "BATCH_ITEMS_MAX", "NO_RETRIES",
+    "AsyncLoyaltyClient", "LoyaltyClient", "ClientConfig", "TlsConfig", "RetryPolicy",
+    "ErrorDetails", "connect", "error_details", "new_request_id",
+    # results and values
+    "Balance", "PointsExpiration", "Member", "MemberStatus", "EarnResult", "LinePoints",
+    "RedeemResult", "ReserveResult", "CaptureResult", "ReleaseResult", "ReverseResult",
+    "AdjustResult", "MutationResult", "Transaction", "TransactionKind", "TransactionPage",
+    "Operation", "BatchItemResult", "Line", "ReturnLine",
+    # batch items
+    "BatchOperation", "EnrollMemberItem", "EarnItem", "RedeemItem", "ReserveItem",
+    "CaptureItem", "ReleaseItem", "ReverseItem", "AdjustItem",
+    # errors
+    "LoyaltyError", "MemberNotFound", "MemberAlreadyExists", "InsufficientPoints",
+    "RequestIdConflict", "ReservationNotFound", "ReservationExpired",
+    "CaptureExceedsReservation", "TooManyReservations", "OriginalNotFound",
+    "ReturnExceedsPurchase", "OperationNotFound", "InvalidArgument", "Unauthenticated",
+    "PermissionDenied", "TransientError", "Overloaded", "Unavailable", "DeadlineExceeded",
+    "UnexpectedError",
+}  # fmt: skip
+
+CLIENT_METHODS = {
+    "enroll_member", "get_member", "get_balance", "earn", "redeem", "reserve", "capture",
+    "release", "reverse", "adjust", "list_transactions", "get_operation", "batch",
+    "iter_transactions", "batch_operations", "resolve", "close", "from_env", "config",
+}  # fmt: skip
+
+
+def public_members(cls) -> set[str]:
+    return {name for name in dir(cls) if not name.startswith("_")}
+
+
+def test_all_is_exactly_the_public_surface():
+    assert set(loyalty.clients.__all__) == PUBLIC_NAMES
+    assert len(loyalty.clients.__all__) == len(PUBLIC_NAMES)
+    assert all(hasattr(loyalty.clients, name) for name in PUBLIC_NAMES)
+
+
+def test_both_clients_have_the_same_methods():
+    assert public_members(LoyaltyClient) == CLIENT_METHODS
+    assert public_members(AsyncLoyaltyClient) == CLIENT_METHODS
+
+
+def test_async_methods_are_coroutines_with_the_same_parameters():
+    for name in CLIENT_METHODS - {"from_env", "config"}:
+        blocking, asynchronous = getattr(LoyaltyClient, name), getattr(AsyncLoyaltyClient, name)
+        if name == "iter_transactions":
+            assert inspect.isasyncgenfunction(asynchronous) and inspect.isgeneratorfunction(blocking)
+        else:
+            assert inspect.iscoroutinefunction(asynchronous), name
+        assert list(inspect.signature(blocking).parameters) == list(inspect.signature(asynchronous).parameters), name
+
+
+def test_every_public_name_and_method_has_a_docstring():
+    for name in PUBLIC_NAMES:
+        value = getattr(loyalty.clients, name)
+        if inspect.isclass(value) or inspect.isfunction(value):
+            assert inspect.getdoc(value), name
+    for cls in (LoyaltyClient, AsyncLoyaltyClient):
+        for name in CLIENT_METHODS:
+            assert inspect.getdoc(getattr(cls, name)), f"{cls.__name__}.{name}"
+
+
+def test_the_package_is_marked_typed():
+    assert (pathlib.Path(loyalty.clients.__file__).parent / "py.typed").is_file()
+
+
+def test_the_error_tree_is_drawn_in_one_docstring():
+    import loyalty.clients.errors as errors
+
+    tree = errors.__doc__
+    for name in PUBLIC_NAMES:
+        value = getattr(loyalty.clients, name)
+        if inspect.isclass(value) and issubclass(value, loyalty.clients.LoyaltyError):
+            assert name in tree, name
+            assert "Retry" in inspect.getdoc(value) or "retry" in inspect.getdoc(value), name
