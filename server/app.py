@@ -35,9 +35,14 @@ WORKER_EXIT_EXTRA_S = 5.0
 
 def use_loopback_for_local_ray() -> None:
     """Keep a single-machine Ray on 127.0.0.1. By default Ray registers every process
-    under the machine's network address, so even a local cluster would talk over it;
-    this documented Ray switch (inherited by its workers) keeps it on loopback."""
-    os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+    under the machine's network address, so even a local cluster would talk over it.
+    Ray's own switch for single-machine clusters keeps it on loopback: the environment
+    variable reaches the processes Ray starts, and since Ray reads it once, when it
+    is imported, this process's copy of the setting is updated too."""
+    os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
+    from ray._private import ray_constants
+
+    ray_constants.ENABLE_RAY_CLUSTER = False
 
 
 class ServerConfig(msgspec.Struct, frozen=True, kw_only=True):
