@@ -710,8 +710,13 @@ def category_table(entry: dict, rows: int = 8) -> list[str]:
     return lines + [""]
 
 
-def write_report(run: dict) -> None:
-    """Write bench/RESULTS.md from the data of one run (as saved in bench/out/first_numbers.json)."""
+def write_report(run: dict, *, path: Path | None = None, title: str | None = None, rerun: str | None = None,
+                 preface: list[str] | None = None, extra_goals: list[str] | None = None,
+                 extra_sections: list[str] | None = None, extra_commands: list[str] | None = None) -> None:
+    """Write bench/RESULTS.md from the data of one run (as saved in bench/out/first_numbers.json).
+
+    bench/run_suite.py passes its own title, rerun line, goal rows, sections (placed
+    before "Where the time goes") and commands, and may write elsewhere (--quick)."""
     options = argparse.Namespace(**run["options"])
     info = run["machine"]
     when = run["when"]
@@ -728,15 +733,16 @@ def write_report(run: dict) -> None:
 
     out = []
     add = out.append
-    add("# First numbers: unary Earn and Batch throughput against a bare gRPC server")
+    add(title or "# First numbers: unary Earn and Batch throughput against a bare gRPC server")
     add("")
+    out.extend(preface or [])
     add(f"Run {when}, {elapsed / 60:.1f} minutes, git {info['git_head']} plus the working tree as it was "
         "(the package is installed editable, so the server measured is whatever was on disk).")
     if info["git_status"]:
         add("Uncommitted changes outside bench/ at the time (other people's work in progress): "
             + ", ".join(f"`{line.strip()}`" for line in info["git_status"]) + ".")
     add("")
-    add("Rerun: `python bench/run_first_numbers.py` (from the repository root, about 5 minutes).")
+    add(rerun or "Rerun: `python bench/run_first_numbers.py` (from the repository root, about 5 minutes).")
     add("")
     add("## Goals (targets to compare against, not assertions)")
     add("")
@@ -766,6 +772,7 @@ def write_report(run: dict) -> None:
             + f" | {'met' if half['latency_ms']['p99'] <= 10 else 'not met'} |")
     else:
         add("| unary Earn p99 <= 10 ms at half the max throughput | not measured in this run | - |")
+    out.extend(extra_goals or [])
     add("")
     add("## Throughput and latency")
     add("")
@@ -836,6 +843,7 @@ def write_report(run: dict) -> None:
             add(f"| {r['label']} | {w['aof_mb_start']:.0f} / {w['aof_mb_max']:.0f} | {w['aof_rewrites']} | "
                 f"{w['slowest_reply_ms']:.0f} |")
         add("")
+    out.extend(extra_sections or [])
     add("## Where the time goes")
     add("")
     add(NOTES_START)
@@ -898,6 +906,7 @@ def write_report(run: dict) -> None:
         add(server["display"])
     add("# measurements, in order (each port is a free port picked at start)")
     out.extend(commands)
+    out.extend(extra_commands or [])
     if profiles:
         add("# profiles, taken while the matching load ran")
         seen = set()
@@ -907,28 +916,27 @@ def write_report(run: dict) -> None:
                     seen.add(line)
                     add(line)
     add("```")
-    RESULTS.write_text("\n".join(out) + "\n")
+    (path or RESULTS).write_text("\n".join(out) + "\n")
 
 
 # ------------------------------------------------------------------ main
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seconds", type=float, default=15.0, help="measured window per mode (default 15)")
     parser.add_argument("--warmup", type=float, default=3.0, help="warm-up per mode (default 3)")
     parser.add_argument("--profile-seconds", type=float, default=10.0, help="py-spy duration (default 10)")
     parser.add_argument("--no-profile", action="store_true", help="skip the py-spy profiles")
     parser.add_argument("--no-half-load", action="store_true", help="skip unary Earn at half load")
     parser.add_argument("--no-recheck", action="store_true", help="skip the final bare re-check")
-    parser.add_argument("--report-only", action="store_true",
-                        help="measure nothing: rewrite bench/RESULTS.md from bench/out/first_numbers.json")
-    options = parser.parse_args(argv)
-    if options.report_only:
-        write_report(json.loads((OUT / "first_numbers.json").read_text()))
-        log(f"wrote {RESULTS.relative_to(REPO)} from {(OUT / 'first_numbers.json').relative_to(REPO)}")
-        return 0
 
+
+def collect(options: argparse.Namespace, *, everysec: bool = False) -> dict:
+    """Run the measurements; return the run (also saved as bench/out/first_numbers.json).
+
+    everysec=True (bench/run_suite.py): after the default loyalty server (appendfsync
+    always), start a second one with --appendfsync everysec and measure the same four
+    modes on it (server name "loyalty-everysec"), before the bare re-check."""
     OUT.mkdir(exist_ok=True)
     started = time.monotonic()
     when = datetime.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")
@@ -944,6 +952,29 @@ def main(argv: list[str] | None = None) -> int:
         servers[name] = server
         return server, port
 
+    def loyalty_server(name: str, data_dir: str, extra: list[str]) -> tuple[Server, int]:
+        port = free_port()
+        argv = ["serve", "--port", str(port), "--data-dir", data_dir, *extra]
+        executable = shutil.which("loyalty") or "loyalty"
+        display = "loyalty " + shlex.join(argv).replace(data_dir, "$(mktemp -d)")
+        server = Server(name, [executable, *argv], display, "loyalty: ready")
+        servers[name] = server
+        server.start(timeout=180)
+        bench.sampler.set_root("server", server.pid)
+        found = [m.group(1) for line in server.lines
+                 for m in [re.search(r"redis (redis://127\.0\.0\.1:\d+/\d+)", line)] if m]
+        if found:  # loopback only
+            bench.redis = RedisWatcher(found[0])
+            bench.redis.start()
+        return server, port
+
+    def stop_loyalty(server: Server) -> None:
+        bench.sampler.set_root("server", None)
+        if bench.redis is not None:
+            bench.redis.stop()
+            bench.redis = None
+        server.stop(120)
+
     try:
         # (a) the baseline
         bare, port = bare_server("bare")
@@ -957,19 +988,7 @@ def main(argv: list[str] | None = None) -> int:
 
         # (b) the loyalty server, defaults, fresh data directory
         with tempfile.TemporaryDirectory(prefix="loyalty-bench-") as data_dir:
-            port = free_port()
-            argv = ["serve", "--port", str(port), "--data-dir", data_dir]
-            executable = shutil.which("loyalty") or "loyalty"
-            display = "loyalty " + shlex.join(argv).replace(data_dir, "$(mktemp -d)")
-            loyalty = Server("loyalty", [executable, *argv], display, "loyalty: ready")
-            servers["loyalty"] = loyalty
-            loyalty.start(timeout=180)
-            bench.sampler.set_root("server", loyalty.pid)
-            found = [m.group(1) for line in loyalty.lines
-                     for m in [re.search(r"redis (redis://127\.0\.0\.1:\d+/\d+)", line)] if m]
-            if found:  # loopback only
-                bench.redis = RedisWatcher(found[0])
-                bench.redis.start()
+            loyalty, port = loyalty_server("loyalty", data_dir, [])
             try:
                 measured = bench.modes(loyalty, port)
                 if not options.no_half_load:
@@ -982,11 +1001,16 @@ def main(argv: list[str] | None = None) -> int:
                         bench.profile(loyalty, port, "unary Earn at half load", "unary-earn",
                                       rate=measured["unary"]["ops_per_s"] / 2, roles=("shard",), idle=True)
             finally:
-                bench.sampler.set_root("server", None)
-                if bench.redis is not None:
-                    bench.redis.stop()
-                    bench.redis = None
-                loyalty.stop(120)
+                stop_loyalty(loyalty)
+
+        # (c) durability cost: the same modes with appendfsync everysec
+        if everysec:
+            with tempfile.TemporaryDirectory(prefix="loyalty-bench-") as data_dir:
+                relaxed, port = loyalty_server("loyalty-everysec", data_dir, ["--appendfsync", "everysec"])
+                try:
+                    bench.modes(relaxed, port)
+                finally:
+                    stop_loyalty(relaxed)
 
         # drift check
         if not options.no_recheck:
@@ -1014,12 +1038,26 @@ def main(argv: list[str] | None = None) -> int:
             "profiles": bench.profiles,
         }
         (OUT / "first_numbers.json").write_text(json.dumps(run, indent=1))
+    for result in bench.results:
+        log(f"{result['server']:>16} / {result['label']:<24} {result['ops_per_s']:>12,.0f} ops/s  "
+            f"p99 {result['latency_ms']['p99']:.1f} ms  errors {errors_of(result)}")
+    return run
 
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_arguments(parser)
+    parser.add_argument("--report-only", action="store_true",
+                        help="measure nothing: rewrite bench/RESULTS.md from bench/out/first_numbers.json")
+    options = parser.parse_args(argv)
+    if options.report_only:
+        write_report(json.loads((OUT / "first_numbers.json").read_text()))
+        log(f"wrote {RESULTS.relative_to(REPO)} from {(OUT / 'first_numbers.json').relative_to(REPO)}")
+        return 0
+    started = time.monotonic()
+    run = collect(options)
     write_report(run)
     log(f"wrote {RESULTS.relative_to(REPO)} ({(time.monotonic() - started) / 60:.1f} min)")
-    for result in bench.results:
-        log(f"{result['server']:>10} / {result['label']:<24} {result['ops_per_s']:>12,.0f} ops/s  "
-            f"p99 {result['latency_ms']['p99']:.1f} ms  errors {errors_of(result)}")
     return 0
 
 
