@@ -8,6 +8,7 @@ snapshot and journal before the next batch, so memory never runs ahead of Redis.
 
 from __future__ import annotations
 
+import collections
 import gc
 import logging
 import os
@@ -33,6 +34,11 @@ GC_YOUNG_THRESHOLD = 50_000
 # 10,000-operation batch on a slow disk.
 REDIS_SOCKET_TIMEOUT_S = 10.0
 
+# Under the test-only unsafe_acknowledge_before_journal switch, how many acknowledged
+# records a shard keeps only in memory: enough that a kill -9 under load always
+# loses some acknowledged operations, which is what the switch exists to show.
+UNSAFE_UNJOURNALED_RECORDS = 20
+
 
 class ShardSettings(msgspec.Struct, frozen=True):
     """How a shard finds its journal and when it snapshots."""
@@ -48,6 +54,15 @@ class ShardSettings(msgspec.Struct, frozen=True):
     the shard's time re-encoding state that barely changed."""
     snapshot_every_s: float = 300.0
     """...or after this many seconds with at least one new record."""
+    redis_socket_timeout_s: float = REDIS_SOCKET_TIMEOUT_S
+    """How long one Redis call may take before the batch fails as UNAVAILABLE
+    (fault-injection runs shorten it so a stopped Redis is noticed quickly)."""
+    unsafe_acknowledge_before_journal: bool = False
+    """TEST ONLY; breaks durability on purpose. The shard returns a batch's outcomes
+    before its record is journaled and keeps the newest UNSAFE_UNJOURNALED_RECORDS
+    records only in memory, so killing the shard loses acknowledged operations. The
+    fault-injection suite's negative control uses it to prove that its checker can
+    see loss. Never set it anywhere else."""
 
 
 class ShardActor:
@@ -59,13 +74,14 @@ class ShardActor:
         self._program = CompiledProgram(settings.program)
         self._client = redis.Redis.from_url(
             settings.redis_url,
-            socket_timeout=REDIS_SOCKET_TIMEOUT_S,
-            socket_connect_timeout=REDIS_SOCKET_TIMEOUT_S,
+            socket_timeout=settings.redis_socket_timeout_s,
+            socket_connect_timeout=settings.redis_socket_timeout_s,
         )
         self._journal = ShardJournal(
             self._client, settings.shard_index, key_prefix=settings.key_prefix
         )
         self._core: ShardCore | None = None
+        self._unjournaled: collections.deque = collections.deque()  # unsafe switch only
         self._epoch = 0
         self._events_since_snapshot = 0
         self._last_snapshot_s = time.monotonic()
@@ -76,6 +92,7 @@ class ShardActor:
         snapshot and replay the journal after it."""
         started_s = time.monotonic()
         self._core = None
+        self._unjournaled.clear()
         epoch = self._journal.claim_epoch()
         core = ShardCore(self._program)
         snapshot = self._journal.load_snapshot()
@@ -112,14 +129,27 @@ class ShardActor:
         try:
             outcomes, record = core.apply_batch(commands, time.time_ns() // 1_000_000)
             if record is not None:
-                self._journal.append(self._epoch, record.seq, codec.encode_record(record))
+                if self._settings.unsafe_acknowledge_before_journal:
+                    self._append_late(record)
+                else:
+                    self._journal.append(self._epoch, record.seq, codec.encode_record(record))
         except BaseException:
             self._core = None  # memory may be ahead of the journal: rebuild before reuse
+            self._unjournaled.clear()
             raise
         if record is not None:
             self._events_since_snapshot += len(record.events)
             self._maybe_snapshot()
         return codec.encode_outcomes(outcomes)
+
+    def _append_late(self, record) -> None:
+        """The unsafe switch's journaling: hold the record back and append only the
+        ones that have fallen UNSAFE_UNJOURNALED_RECORDS behind, in order (so the
+        journal stays gap-free and replayable, just short of what was acknowledged)."""
+        self._unjournaled.append(record)
+        while len(self._unjournaled) > UNSAFE_UNJOURNALED_RECORDS:
+            late = self._unjournaled.popleft()
+            self._journal.append(self._epoch, late.seq, codec.encode_record(late))
 
     def _maybe_snapshot(self) -> None:
         due = self._events_since_snapshot >= self._settings.snapshot_every_events or (
