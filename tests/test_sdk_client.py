@@ -337,7 +337,6 @@ def make_certificates():
 
 
 def test_tls_and_mutual_tls_channels_work_end_to_end():
-    pytest.importorskip("cryptography")
     ca, (server_chain, server_key), (client_chain, client_key) = make_certificates()
     member_id = f"sdk-{uuid.uuid4().hex[:12]}"
 
