@@ -20,7 +20,8 @@ from loyalty.actors.ledger.state import Member
 # number of keys low for a million-member shard.
 SNAPSHOT_MEMBERS_PER_CHUNK = 10_000
 
-SNAPSHOT_FORMAT_VERSION = 1
+# 2: purchases kept for returns hold their lines as msgpack bytes.
+SNAPSHOT_FORMAT_VERSION = 2
 
 _encoder = msgspec.msgpack.Encoder()
 encode = _encoder.encode

@@ -43,6 +43,7 @@ from loyalty.actors.ledger.state import (
 from loyalty.actors.ledger.status import Status
 
 _encode = msgspec.msgpack.Encoder().encode
+_decode_earn_lines = msgspec.msgpack.Decoder(list[EarnLine]).decode
 _NEVER_MS = 1 << 62  # sort key for lots that never expire
 
 
@@ -329,7 +330,7 @@ class Ledger:
         member.earns[event.request_id] = EarnRecord(
             event.lot_id,
             event.keep_until_ms,
-            [EarnLine(sku, quantity, points) for sku, quantity, points in event.lines],
+            _encode([EarnLine(sku, quantity, points) for sku, quantity, points in event.lines]),
         )
         _record(member, event.request_id, TransactionKind.EARN, event.points, event.at_ms)
         pending = event.pending_until_ms > event.at_ms
@@ -533,7 +534,7 @@ class Ledger:
                 Status.ORIGINAL_NOT_FOUND,
                 "no purchase with that request_id is on record for this member",
             )
-        returns = _plan_returns(record, command.lines)
+        returns = _plan_returns(_decode_earn_lines(record.lines), command.lines)
         if isinstance(returns, str):
             return _failed(command, print_, now_ms, Status.RETURN_EXCEEDS_PURCHASE, returns)
         points = sum(points for _, _, points in returns)
@@ -573,10 +574,12 @@ class Ledger:
     def _evolve_reversed(self, event: e.Reversed) -> bytes:
         member = self.members[event.member_id]
         record = member.earns[event.original_request_id]
+        lines = _decode_earn_lines(record.lines)
         for index, quantity, points in event.returns:
-            line = record.lines[index]
+            line = lines[index]
             line.returned_quantity += quantity
             line.returned_points += points
+        record.lines = _encode(lines)
         _apply_takes(member, event.takes)
         member.debt += event.debt_added
         member.reversed += event.points
@@ -815,19 +818,21 @@ def _close_reservation(member: Member, reservation_id: str, at_ms: int) -> Reser
     return reservation
 
 
-def _plan_returns(record: EarnRecord, lines: tuple[c.ReturnLine, ...]) -> list[tuple[int, int, int]] | str:
+def _plan_returns(
+    earned: list[EarnLine], lines: tuple[c.ReturnLine, ...]
+) -> list[tuple[int, int, int]] | str:
     """(line index, quantity, points) for each part of a return, or why it is refused."""
-    returned = [line.returned_quantity for line in record.lines]
+    returned = [line.returned_quantity for line in earned]
     plan = []
     if not lines:
-        for index, line in enumerate(record.lines):
+        for index, line in enumerate(earned):
             remaining = line.quantity - returned[index]
             if remaining > 0:
                 plan.append((index, remaining, line.points - line.returned_points))
         return plan or "every line of this purchase was already returned"
     for wanted in lines:
         needed = wanted.quantity
-        for index, line in enumerate(record.lines):
+        for index, line in enumerate(earned):
             if needed == 0:
                 break
             remaining = line.quantity - returned[index]

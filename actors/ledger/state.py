@@ -77,7 +77,9 @@ class EarnRecord(msgspec.Struct, array_like=True, gc=False):
 
     lot_id: int
     kept_until_ms: int  # 0: forever
-    lines: list[EarnLine]
+    lines: bytes
+    """msgpack of list[EarnLine]. Kept encoded because most purchases are never
+    returned: as objects, kept purchases were a third of a member's memory."""
 
 
 class StoredOutcome(msgspec.Struct, array_like=True, gc=False):
