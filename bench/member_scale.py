@@ -34,7 +34,6 @@ Only loopback (127.0.0.1) is used.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import gc
 import glob
 import json
@@ -100,42 +99,20 @@ def earn_batch(indexes, tag: str, purchases: list[bytes]) -> bytes:
 
 
 class InProcessServer:
-    """A LoyaltyServer whose gRPC gateway runs on an event loop in a thread."""
+    """A LoyaltyServer with its backends, its gateway on a background event loop."""
 
     def __init__(self, config) -> None:
         from loyalty.server.app import LoyaltyServer
 
         self.server = LoyaltyServer(config)
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
+        self._gateway = None
 
     def start(self) -> None:
+        from loyalty.server.background import BackgroundGateway
+
         self.server.start_backends()
-        started = threading.Event()
-        failure: list[BaseException] = []
-
-        def run() -> None:
-            try:
-                import uvloop
-                loop = uvloop.new_event_loop()
-            except ImportError:
-                loop = asyncio.new_event_loop()
-            self._loop = loop
-            try:
-                loop.run_until_complete(self.server.start())
-            except BaseException as error:
-                failure.append(error)
-                started.set()
-                return
-            started.set()
-            loop.run_forever()
-            loop.close()
-
-        self._thread = threading.Thread(target=run, name="gateway", daemon=True)
-        self._thread.start()
-        started.wait()
-        if failure:
-            raise failure[0]
+        self._gateway = BackgroundGateway(self.server, thread_name="gateway")
+        self._gateway.start()
 
     @property
     def target(self) -> str:
@@ -143,10 +120,8 @@ class InProcessServer:
 
     def stop(self) -> None:
         try:
-            if self._loop is not None:
-                asyncio.run_coroutine_threadsafe(self.server.stop(grace_s=5), self._loop).result(120)
-                self._loop.call_soon_threadsafe(self._loop.stop)
-                self._thread.join(30)
+            if self._gateway is not None:
+                self._gateway.stop(grace_s=5, timeout_s=120)
         finally:
             self.server.close_backends()
 

@@ -35,9 +35,9 @@ from __future__ import annotations
 from typing import ClassVar
 
 import grpc
-from google.rpc import error_details_pb2, status_pb2
+from google.rpc import status_pb2
 
-from loyalty.clients.status import ErrorDetails, error_details
+from loyalty.clients.status import ErrorDetails, details_of_status, error_details
 
 
 class LoyaltyError(Exception):
@@ -231,17 +231,7 @@ def details_from_status(status: status_pb2.Status) -> ErrorDetails:
     """ErrorDetails of a google.rpc.Status carried inside a response (a Batch item's
     or a stored Operation's), read the same way ``error_details`` reads a call's."""
     code = _CODES_BY_NUMBER.get(status.code, grpc.StatusCode.UNKNOWN)
-    reason, domain, metadata, violations = "", "", {}, ()
-    for detail in status.details:
-        if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
-            info = error_details_pb2.ErrorInfo()
-            detail.Unpack(info)
-            reason, domain, metadata = info.reason, info.domain, dict(info.metadata)
-        elif detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
-            bad_request = error_details_pb2.BadRequest()
-            detail.Unpack(bad_request)
-            violations = tuple((v.field, v.description) for v in bad_request.field_violations)
-    return ErrorDetails(code, status.message, reason, domain, metadata, violations)
+    return details_of_status(status, code, status.message)
 
 
 def error_from_status(status: status_pb2.Status, *, request_id: str | None = None) -> LoyaltyError:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 
 import grpc
-from google.rpc import error_details_pb2
+from google.rpc import error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
 from loyalty.v1 import loyalty_pb2_grpc
@@ -35,6 +35,11 @@ def error_details(error: grpc.RpcError) -> ErrorDetails:
     status = rpc_status.from_call(error)
     if status is None:  # not from this server's error mapping (e.g. a deadline)
         return ErrorDetails(code, message)
+    return details_of_status(status, code, message)
+
+
+def details_of_status(status: status_pb2.Status, code: grpc.StatusCode, message: str) -> ErrorDetails:
+    """ErrorDetails from a google.rpc.Status: its ErrorInfo and BadRequest details."""
     reason, domain, metadata, violations = "", "", {}, ()
     for detail in status.details:
         if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):

@@ -25,7 +25,6 @@ prints every member's balance rebuilt from the journals alone, as JSON.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import collections
 import concurrent.futures
 import dataclasses
@@ -260,8 +259,9 @@ class Connection:
 
 
 class Gateway:
-    """A LoyaltyServer with freshly started shard actors, its gRPC side on its own
-    event loop in a thread (so blocking stubs can call it from this process)."""
+    """A LoyaltyServer with freshly started shard actors (built from the chaos run's
+    shard settings), its gRPC side on a background loop so blocking stubs can call it
+    from this process."""
 
     def __init__(self, redis_url: str, key_prefix: str, template: ShardSettings, shards: int) -> None:
         self._redis_url = redis_url
@@ -269,8 +269,7 @@ class Gateway:
         self._template = template
         self._shards = shards
         self.server = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
+        self._background = None
 
     @property
     def actors(self) -> list:
@@ -284,9 +283,9 @@ class Gateway:
 
     def start(self) -> Gateway:
         """Start the shards (each recovers from Redis) and then the gRPC server."""
-        import ray
-
         from loyalty.server.app import LoyaltyServer, ServerConfig
+        from loyalty.server.background import BackgroundGateway
+        from loyalty.server.shards import start_shard_actors
 
         config = ServerConfig(
             host="127.0.0.1", port=0, shards=self._shards, redis_url=self._redis_url,
@@ -296,48 +295,21 @@ class Gateway:
         # Fresh names per start: a restarted gateway never collides with actors Ray
         # is still tearing down (and fencing keeps such stragglers from writing).
         names = [f"{self._key_prefix}-{uuid.uuid4().hex[:8]}-shard-{index}" for index in range(self._shards)]
-        actors = [
-            make_shard_actor(msgspec.structs.replace(self._template, shard_index=index), name=name,
-                             namespace=self._key_prefix)
-            for index, name in enumerate(names)
-        ]
-        self.server.actors = actors
         self.server.actor_names = names
-        ray.get([actor.describe.remote() for actor in actors], timeout=RECOVERY_DEADLINE_S)
-        started = threading.Event()
-        failure: list[BaseException] = []
-
-        def run() -> None:
-            loop = asyncio.new_event_loop()
-            self._loop = loop
-            try:
-                loop.run_until_complete(self.server.start())
-            except BaseException as error:  # re-raised by start() below
-                failure.append(error)
-                started.set()
-                return
-            started.set()
-            loop.run_forever()
-            loop.close()
-
-        self._thread = threading.Thread(target=run, name="chaos-gateway", daemon=True)
-        self._thread.start()
-        started.wait(RECOVERY_DEADLINE_S)
-        if failure:
+        self.server.actors = start_shard_actors(self._template, names, namespace=self._key_prefix)
+        self._background = BackgroundGateway(self.server, thread_name="chaos-gateway")
+        try:
+            self._background.start(timeout_s=RECOVERY_DEADLINE_S)
+        except BaseException:
             self.server.close_backends()
-            raise failure[0]
+            raise
         return self
 
     def stop(self) -> None:
         """Drain and stop the gRPC server, then kill its shard actors."""
-        if self._loop is not None:
-            future = asyncio.run_coroutine_threadsafe(self.server.stop(grace_s=2), self._loop)
-            try:
-                future.result(timeout=RECOVERY_DEADLINE_S)
-            finally:
-                self._loop.call_soon_threadsafe(self._loop.stop)
-                self._thread.join(RECOVERY_DEADLINE_S)
-                self._loop = None
+        if self._background is not None:
+            self._background.stop(grace_s=2, timeout_s=RECOVERY_DEADLINE_S)
+            self._background = None
         self.server.close_backends()
 
 

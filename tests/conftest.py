@@ -59,42 +59,21 @@ def ray_session() -> Iterator[None]:
 
 
 class ServerThread:
-    """A LoyaltyServer whose gRPC side runs on its own event loop in a thread, so
-    tests can call it with ordinary blocking stubs."""
+    """A LoyaltyServer with its backends, its gRPC side on a background loop, so tests
+    can call it with ordinary blocking stubs."""
 
     def __init__(self, config) -> None:
         from loyalty.server.app import LoyaltyServer
 
         self.server = LoyaltyServer(config)
-        self._loop = None
-        self._thread = None
+        self._gateway = None
 
     def start(self) -> ServerThread:
-        import asyncio
-        import threading
+        from loyalty.server.background import BackgroundGateway
 
         self.server.start_backends()
-        started = threading.Event()
-        failure: list[BaseException] = []
-
-        def run() -> None:
-            loop = asyncio.new_event_loop()
-            self._loop = loop
-            try:
-                loop.run_until_complete(self.server.start())
-            except BaseException as error:  # surfaced to the test below
-                failure.append(error)
-                started.set()
-                return
-            started.set()
-            loop.run_forever()
-            loop.close()
-
-        self._thread = threading.Thread(target=run, name="loyalty-server", daemon=True)
-        self._thread.start()
-        started.wait()
-        if failure:
-            raise failure[0]
+        self._gateway = BackgroundGateway(self.server)
+        self._gateway.start()
         return self
 
     @property
@@ -102,13 +81,9 @@ class ServerThread:
         return f"127.0.0.1:{self.server.port}"
 
     def stop(self, *, close_backends: bool = True) -> None:
-        import asyncio
-
-        if self._loop is not None:
-            asyncio.run_coroutine_threadsafe(self.server.stop(grace_s=5), self._loop).result()
-            self._loop.call_soon_threadsafe(self._loop.stop)
-            self._thread.join()
-            self._loop = None
+        if self._gateway is not None:
+            self._gateway.stop(grace_s=5)
+            self._gateway = None
         if close_backends:
             self.server.close_backends()
 
