@@ -262,7 +262,7 @@ def recovery_section(scale: dict | None) -> tuple[list[str], list[str]]:
         f"{before['snapshot_seq']} -> {before['last_seq']} |",
         f"| **kill -9 -> GetBalance answers** | **{rec:.2f} s** |" if rec is not None else
         "| kill -9 -> GetBalance answers | no answer within the bound |",
-        f"| of which: kill -> Ray has a new ShardActor process | "
+        "| of which: kill -> Ray has a new ShardActor process | "
         + (f"{new_proc:.2f} s |" if new_proc is not None else "not seen |"),
         f"| same recovery in-process, total | {in_process:.2f} s |",
         f"| ... read snapshot chunks from Redis | {split['snapshot_read_s']:.2f} s |",

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import grpc
 from google.protobuf import any_pb2
-from google.rpc import code_pb2, error_details_pb2, status_pb2
+from google.rpc import error_details_pb2, status_pb2
 
 from loyalty.actors.ledger.status import Status
 
 ERROR_DOMAIN = "loyalty.v1"
 
-# Status -> (gRPC code, google.rpc code number). Reasons are the Status names, which
+# Status -> gRPC code. Reasons are the Status names, which
 # equal the loyalty.v1.ErrorReason names.
 _CODES: dict[Status, grpc.StatusCode] = {
     Status.OK: grpc.StatusCode.OK,
@@ -54,11 +54,6 @@ class GatewayError(Exception):
         self.message = message
 
 
-def grpc_code(status: int) -> grpc.StatusCode:
-    """The gRPC code for a ledger status."""
-    return _CODES[Status(status)]
-
-
 def rpc_status(
     status: int,
     message: str,
@@ -93,5 +88,3 @@ def invalid_argument(violation: FieldViolation) -> status_pb2.Status:
     """INVALID_ARGUMENT naming the field."""
     return rpc_status(Status.INVALID_FIELD, str(violation), violations=[violation])
 
-
-OK_STATUS = status_pb2.Status(code=code_pb2.OK)

@@ -153,13 +153,6 @@ def _fill_answer(target, outcome: Outcome) -> None:
     fill(getattr(target, field), outcome)
 
 
-def batch_result(outcome: Outcome) -> pb.BatchResult:
-    """One item of a BatchResponse."""
-    result = pb.BatchResult()
-    _fill_answer(result, outcome)
-    return result
-
-
 def fill_batch_result(target: pb.BatchResult, outcome: Outcome) -> None:
     """Fill an item already added to a BatchResponse (avoids a copy per item)."""
     _fill_answer(target, outcome)

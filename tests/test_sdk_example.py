@@ -8,7 +8,6 @@ import time
 
 import pytest
 
-import loyalty.clients
 from loyalty.clients import LoyaltyClient
 from loyalty.clients.testing import FakeLoyaltyServer
 

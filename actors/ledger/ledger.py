@@ -178,10 +178,10 @@ class Ledger:
         reader = self._readers.get(type(command))
         if reader is not None:
             return reader(command, member, now_ms)
-        print_ = fingerprint(command)
+        digest = fingerprint(command)
         stored = member.outcomes.get(command.request_id)
         if stored is not None:
-            if stored.fingerprint == print_:
+            if stored.fingerprint == digest:
                 return stored.outcome
             return _failure(
                 command,
@@ -189,7 +189,7 @@ class Ledger:
                 now_ms,
                 "this request_id was used before with a different payload",
             )
-        event = self._deciders[type(command)](command, member, now_ms, print_)
+        event = self._deciders[type(command)](command, member, now_ms, digest)
         return self._emit(event, events)
 
     def apply(self, event: e.Event) -> bytes | None:
@@ -255,16 +255,16 @@ class Ledger:
     def _execute_enroll(
         self, command: c.EnrollMember, member: Member | None, now_ms: int, events: list[e.Event]
     ) -> bytes:
-        print_ = fingerprint(command)
+        digest = fingerprint(command)
         if member is None:
             event = e.Enrolled(
-                command.member_id, now_ms, command.request_id, print_, dict(command.attributes)
+                command.member_id, now_ms, command.request_id, digest, dict(command.attributes)
             )
             return self._emit(event, events)
         self._settle(member, now_ms, events)
         stored = member.outcomes.get(command.request_id)
         if stored is not None:
-            if stored.fingerprint == print_:
+            if stored.fingerprint == digest:
                 return stored.outcome
             return _failure(
                 command,
@@ -272,7 +272,7 @@ class Ledger:
                 now_ms,
                 "this request_id was used before with a different payload",
             )
-        failed = _failed(command, print_, now_ms, Status.MEMBER_ALREADY_EXISTS, "member id is taken")
+        failed = _failed(command, digest, now_ms, Status.MEMBER_ALREADY_EXISTS, "member id is taken")
         return self._emit(failed, events)
 
     def _evolve_enrolled(self, event: e.Enrolled) -> bytes:
@@ -284,13 +284,13 @@ class Ledger:
 
     # ------------------------------------------------------------------ earn
 
-    def _decide_earn(self, command: c.Earn, member: Member, now_ms: int, print_: int) -> e.Event:
+    def _decide_earn(self, command: c.Earn, member: Member, now_ms: int, digest: int) -> e.Event:
         if command.request_id in member.earns:
             # Its outcome was forgotten, but the purchase is still kept for returns:
             # earning again would pay twice and hide the original from returns.
             return _failed(
                 command,
-                print_,
+                digest,
                 now_ms,
                 Status.REQUEST_ID_CONFLICT,
                 "a purchase with this request_id is still on record for returns",
@@ -305,7 +305,7 @@ class Ledger:
             member.member_id,
             now_ms,
             command.request_id,
-            print_,
+            digest,
             points=points,
             debt_repaid=debt_repaid,
             lot_id=member.next_lot_id if points > debt_repaid else 0,
@@ -347,12 +347,12 @@ class Ledger:
 
     # ------------------------------------------------------------------ redeem
 
-    def _decide_redeem(self, command: c.Redeem, member: Member, now_ms: int, print_: int) -> e.Event:
+    def _decide_redeem(self, command: c.Redeem, member: Member, now_ms: int, digest: int) -> e.Event:
         takes = self._take_available(member, command.points, now_ms)
         if takes is None:
-            return _insufficient(command, print_, now_ms, member)
+            return _insufficient(command, digest, now_ms, member)
         return e.Redeemed(
-            member.member_id, now_ms, command.request_id, print_, command.points, tuple(takes)
+            member.member_id, now_ms, command.request_id, digest, command.points, tuple(takes)
         )
 
     def _evolve_redeemed(self, event: e.Redeemed) -> bytes:
@@ -364,25 +364,25 @@ class Ledger:
 
     # ------------------------------------------------------------------ reserve
 
-    def _decide_reserve(self, command: c.Reserve, member: Member, now_ms: int, print_: int) -> e.Event:
+    def _decide_reserve(self, command: c.Reserve, member: Member, now_ms: int, digest: int) -> e.Event:
         if len(member.reservations) >= RESERVATIONS_PER_MEMBER_MAX:
             return _failed(
                 command,
-                print_,
+                digest,
                 now_ms,
                 Status.TOO_MANY_RESERVATIONS,
                 f"at most {RESERVATIONS_PER_MEMBER_MAX} open reservations per member",
             )
         takes = self._take_available(member, command.points, now_ms)
         if takes is None:
-            return _insufficient(command, print_, now_ms, member)
+            return _insufficient(command, digest, now_ms, member)
         expiry_by_lot = {lot.lot_id: lot.expires_at_ms for lot in member.lots}
         ttl_s = command.ttl_s or RESERVATION_TTL_S_DEFAULT
         return e.Reserved(
             member.member_id,
             now_ms,
             command.request_id,
-            print_,
+            digest,
             reservation_id=f"rsv-{member.next_reservation_number}",
             points=command.points,
             expires_at_ms=now_ms + ttl_s * 1000,
@@ -413,7 +413,7 @@ class Ledger:
     # ------------------------------------------------------------------ capture / release
 
     def _open_reservation(
-        self, command: c.Capture | c.Release, member: Member, now_ms: int, print_: int
+        self, command: c.Capture | c.Release, member: Member, now_ms: int, digest: int
     ) -> Reservation | e.Failed:
         reservation = member.reservations.get(command.reservation_id)
         if reservation is not None:
@@ -421,24 +421,24 @@ class Ledger:
         if command.reservation_id in member.closed_reservations:
             return _failed(
                 command,
-                print_,
+                digest,
                 now_ms,
                 Status.RESERVATION_EXPIRED,
                 "the reservation expired or was already captured or released",
             )
         return _failed(
-            command, print_, now_ms, Status.RESERVATION_NOT_FOUND, "no such reservation"
+            command, digest, now_ms, Status.RESERVATION_NOT_FOUND, "no such reservation"
         )
 
-    def _decide_capture(self, command: c.Capture, member: Member, now_ms: int, print_: int) -> e.Event:
-        reservation = self._open_reservation(command, member, now_ms, print_)
+    def _decide_capture(self, command: c.Capture, member: Member, now_ms: int, digest: int) -> e.Event:
+        reservation = self._open_reservation(command, member, now_ms, digest)
         if isinstance(reservation, e.Failed):
             return reservation
         captured = command.points or reservation.points
         if captured > reservation.points:
             return _failed(
                 command,
-                print_,
+                digest,
                 now_ms,
                 Status.CAPTURE_EXCEEDS_RESERVATION,
                 f"the reservation holds {reservation.points} points",
@@ -454,7 +454,7 @@ class Ledger:
             member.member_id,
             now_ms,
             command.request_id,
-            print_,
+            digest,
             reservation_id=reservation.reservation_id,
             captured=captured,
             restores=tuple(restores),
@@ -462,7 +462,7 @@ class Ledger:
 
     def _evolve_captured(self, event: e.Captured) -> bytes:
         member = self.members[event.member_id]
-        reservation = _close_reservation(member, event.reservation_id, event.at_ms)
+        _close_reservation(member, event.reservation_id, event.at_ms)
         member.redeemed += event.captured
         _restore(member, event.restores)
         _record(
@@ -483,22 +483,22 @@ class Ledger:
             reservation_id=event.reservation_id,
         )
 
-    def _decide_release(self, command: c.Release, member: Member, now_ms: int, print_: int) -> e.Event:
-        reservation = self._open_reservation(command, member, now_ms, print_)
+    def _decide_release(self, command: c.Release, member: Member, now_ms: int, digest: int) -> e.Event:
+        reservation = self._open_reservation(command, member, now_ms, digest)
         if isinstance(reservation, e.Failed):
             return reservation
         return e.Released(
             member.member_id,
             now_ms,
             command.request_id,
-            print_,
+            digest,
             reservation_id=reservation.reservation_id,
             restores=_restores(reservation.holds),
         )
 
     def _evolve_released(self, event: e.Released) -> bytes:
         member = self.members[event.member_id]
-        reservation = _close_reservation(member, event.reservation_id, event.at_ms)
+        _close_reservation(member, event.reservation_id, event.at_ms)
         _restore(member, event.restores)
         _record(
             member, event.request_id, TransactionKind.RELEASE, 0, event.at_ms, event.reservation_id
@@ -524,19 +524,19 @@ class Ledger:
 
     # ------------------------------------------------------------------ reverse
 
-    def _decide_reverse(self, command: c.Reverse, member: Member, now_ms: int, print_: int) -> e.Event:
+    def _decide_reverse(self, command: c.Reverse, member: Member, now_ms: int, digest: int) -> e.Event:
         record = member.earns.get(command.original_request_id)
         if record is None:
             return _failed(
                 command,
-                print_,
+                digest,
                 now_ms,
                 Status.ORIGINAL_NOT_FOUND,
                 "no purchase with that request_id is on record for this member",
             )
         returns = _plan_returns(_decode_earn_lines(record.lines), command.lines)
         if isinstance(returns, str):
-            return _failed(command, print_, now_ms, Status.RETURN_EXCEEDS_PURCHASE, returns)
+            return _failed(command, digest, now_ms, Status.RETURN_EXCEEDS_PURCHASE, returns)
         points = sum(points for _, _, points in returns)
         takes = self._plan_clawback(member, record.lot_id, points, now_ms)
         taken = sum(take.points for take in takes)
@@ -545,7 +545,7 @@ class Ledger:
             member.member_id,
             now_ms,
             command.request_id,
-            print_,
+            digest,
             original_request_id=command.original_request_id,
             points=taken + debt_added,
             debt_added=debt_added,
@@ -595,8 +595,8 @@ class Ledger:
 
     # ------------------------------------------------------------------ adjust
 
-    def _decide_adjust(self, command: c.Adjust, member: Member, now_ms: int, print_: int) -> e.Event:
-        header = (member.member_id, now_ms, command.request_id, print_)
+    def _decide_adjust(self, command: c.Adjust, member: Member, now_ms: int, digest: int) -> e.Event:
+        header = (member.member_id, now_ms, command.request_id, digest)
         if command.points > 0:
             debt_repaid = min(command.points, member.debt)
             return e.Adjusted(
@@ -609,7 +609,7 @@ class Ledger:
             )
         takes = self._take_available(member, -command.points, now_ms)
         if takes is None:
-            return _insufficient(command, print_, now_ms, member)
+            return _insufficient(command, digest, now_ms, member)
         return e.Adjusted(*header, points=command.points, reason=command.reason, takes=tuple(takes))
 
     def _evolve_adjusted(self, event: e.Adjusted) -> bytes:
@@ -712,24 +712,24 @@ def _failure(command: c.Command, status: Status, now_ms: int, message: str) -> b
     return _encode(Outcome(status=status, kind=command_kind(command), at_ms=now_ms, message=message))
 
 
-def _failed(command: c.Mutation, print_: int, now_ms: int, status: Status, message: str) -> e.Failed:
+def _failed(command: c.Mutation, digest: int, now_ms: int, status: Status, message: str) -> e.Failed:
     return e.Failed(
         command.member_id,
         now_ms,
         command.request_id,
-        print_,
+        digest,
         kind=command_kind(command),
         status=status,
         message=message,
     )
 
 
-def _insufficient(command: c.Mutation, print_: int, now_ms: int, member: Member) -> e.Failed:
+def _insufficient(command: c.Mutation, digest: int, now_ms: int, member: Member) -> e.Failed:
     available = balance_of(member, now_ms).available
     wanted = abs(command.points)
     return _failed(
         command,
-        print_,
+        digest,
         now_ms,
         Status.INSUFFICIENT_POINTS,
         f"needs {wanted} points, {available} available",
@@ -811,11 +811,10 @@ def _expire_restored(member: Member, restores, at_ms: int) -> None:
                 break
 
 
-def _close_reservation(member: Member, reservation_id: str, at_ms: int) -> Reservation:
+def _close_reservation(member: Member, reservation_id: str, at_ms: int) -> None:
     reservation = member.reservations.pop(reservation_id)
     member.reserved -= reservation.points
     member.closed_reservations[reservation_id] = at_ms
-    return reservation
 
 
 def _plan_returns(
