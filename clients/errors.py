@@ -16,10 +16,16 @@ reason (or, for failures that carry none, by the gRPC status code)::
     ├── ReturnExceedsPurchase         FAILED_PRECONDITION  RETURN_EXCEEDS_PURCHASE      retry: no
     ├── OperationNotFound             NOT_FOUND            OPERATION_NOT_FOUND          retry: no
     ├── InvalidArgument               INVALID_ARGUMENT     INVALID_FIELD                retry: no (.field_violations)
-    ├── Unauthenticated               UNAUTHENTICATED                                   retry: no
-    ├── PermissionDenied              PERMISSION_DENIED                                 retry: no
+    ├── CurrencyNotSupported          FAILED_PRECONDITION  CURRENCY_NOT_SUPPORTED       retry: no
+    ├── RuleNotFound                  NOT_FOUND            RULE_NOT_FOUND               retry: no
+    ├── RuleAlreadyExists             ALREADY_EXISTS       RULE_ALREADY_EXISTS          retry: no
+    ├── EtagMismatch                  ABORTED              ETAG_MISMATCH                retry: no (read again)
+    ├── ApiKeyNotFound                NOT_FOUND            API_KEY_NOT_FOUND            retry: no
+    ├── Unauthenticated               UNAUTHENTICATED      UNAUTHENTICATED              retry: no
+    ├── PermissionDenied              PERMISSION_DENIED    PERMISSION_DENIED            retry: no
     ├── TransientError                                                                  retry: yes, same request_id
     │   ├── Overloaded                RESOURCE_EXHAUSTED   OVERLOADED                   (not applied)
+    │   │   └── RateLimited           RESOURCE_EXHAUSTED   RATE_LIMITED                 (not applied; .retry_after_s)
     │   ├── Unavailable               UNAVAILABLE          SHARD_UNAVAILABLE            (outcome unknown)
     │   └── DeadlineExceeded          DEADLINE_EXCEEDED                                 (outcome unknown)
     └── UnexpectedError               anything else (INTERNAL, UNKNOWN, ...)            retry: no
@@ -144,12 +150,35 @@ class InvalidArgument(LoyaltyError):
         return self.details.field_violations
 
 
+class CurrencyNotSupported(LoyaltyError):
+    """The program has no redemption value for the currency asked about. Retry: no."""
+
+
+class RuleNotFound(LoyaltyError):
+    """No earning rule has that id. Retry: no."""
+
+
+class RuleAlreadyExists(LoyaltyError):
+    """Creating a rule whose id is taken. Retry: no; update it instead."""
+
+
+class EtagMismatch(LoyaltyError):
+    """The rule (or rule set) changed since it was read. Retry: no; read it again, then
+    apply the change to the fresh copy."""
+
+
+class ApiKeyNotFound(LoyaltyError):
+    """No API key has that id. Retry: no."""
+
+
 class Unauthenticated(LoyaltyError):
-    """The server did not accept the credentials (missing or wrong API key). Retry: no."""
+    """The server did not accept the credentials (missing, unknown or revoked API key).
+    Retry: no."""
 
 
 class PermissionDenied(LoyaltyError):
-    """The credentials are valid but not allowed to make this call. Retry: no."""
+    """The credentials are valid but not allowed to make this call (the key's role, or
+    the channels and stores it is limited to). Retry: no."""
 
 
 class TransientError(LoyaltyError):
@@ -162,6 +191,19 @@ class TransientError(LoyaltyError):
 class Overloaded(TransientError):
     """RESOURCE_EXHAUSTED: a shard queue is full; the request was refused before it
     reached the member, so it was not applied. Retry: safe, with backoff."""
+
+
+class RateLimited(Overloaded):
+    """RESOURCE_EXHAUSTED: this API key's rate limit; nothing was applied. Retry: safe
+    after ``retry_after_s``."""
+
+    @property
+    def retry_after_s(self) -> float:
+        """Seconds until the server expects a token to be free (0 when it did not say)."""
+        try:
+            return int(self.details.metadata.get("retry_after_ms", "0")) / 1000
+        except ValueError:
+            return 0.0
 
 
 class Unavailable(TransientError):
@@ -196,6 +238,14 @@ ERRORS_BY_REASON: dict[str, type[LoyaltyError]] = {
     "INVALID_FIELD": InvalidArgument,
     "OVERLOADED": Overloaded,
     "SHARD_UNAVAILABLE": Unavailable,
+    "CURRENCY_NOT_SUPPORTED": CurrencyNotSupported,
+    "RULE_NOT_FOUND": RuleNotFound,
+    "RULE_ALREADY_EXISTS": RuleAlreadyExists,
+    "ETAG_MISMATCH": EtagMismatch,
+    "API_KEY_NOT_FOUND": ApiKeyNotFound,
+    "UNAUTHENTICATED": Unauthenticated,
+    "PERMISSION_DENIED": PermissionDenied,
+    "RATE_LIMITED": RateLimited,
 }
 
 # gRPC code -> class, for failures without a known reason (deadlines, a proxy, auth).

@@ -33,6 +33,14 @@ _CODES: dict[Status, grpc.StatusCode] = {
     Status.OVERLOADED: grpc.StatusCode.RESOURCE_EXHAUSTED,
     Status.SHARD_UNAVAILABLE: grpc.StatusCode.UNAVAILABLE,
     Status.TOO_MANY_RESERVATIONS: grpc.StatusCode.FAILED_PRECONDITION,
+    Status.UNAUTHENTICATED: grpc.StatusCode.UNAUTHENTICATED,
+    Status.PERMISSION_DENIED: grpc.StatusCode.PERMISSION_DENIED,
+    Status.RATE_LIMITED: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    Status.RULE_NOT_FOUND: grpc.StatusCode.NOT_FOUND,
+    Status.RULE_ALREADY_EXISTS: grpc.StatusCode.ALREADY_EXISTS,
+    Status.ETAG_MISMATCH: grpc.StatusCode.ABORTED,
+    Status.API_KEY_NOT_FOUND: grpc.StatusCode.NOT_FOUND,
+    Status.CURRENCY_NOT_SUPPORTED: grpc.StatusCode.FAILED_PRECONDITION,
 }
 
 

@@ -21,3 +21,13 @@ class Status(enum.IntEnum):
     OVERLOADED = 12
     SHARD_UNAVAILABLE = 13
     TOO_MANY_RESERVATIONS = 14
+    # Gateway and administration outcomes: never produced by the ledger itself, but
+    # numbered here so the one gRPC mapping covers every reason in loyalty.v1.ErrorReason.
+    UNAUTHENTICATED = 15
+    PERMISSION_DENIED = 16
+    RATE_LIMITED = 17
+    RULE_NOT_FOUND = 18
+    RULE_ALREADY_EXISTS = 19
+    ETAG_MISMATCH = 20
+    API_KEY_NOT_FOUND = 21
+    CURRENCY_NOT_SUPPORTED = 22

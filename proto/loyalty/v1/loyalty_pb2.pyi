@@ -28,6 +28,14 @@ class ErrorReason(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     OVERLOADED: _ClassVar[ErrorReason]
     SHARD_UNAVAILABLE: _ClassVar[ErrorReason]
     TOO_MANY_RESERVATIONS: _ClassVar[ErrorReason]
+    UNAUTHENTICATED: _ClassVar[ErrorReason]
+    PERMISSION_DENIED: _ClassVar[ErrorReason]
+    RATE_LIMITED: _ClassVar[ErrorReason]
+    RULE_NOT_FOUND: _ClassVar[ErrorReason]
+    RULE_ALREADY_EXISTS: _ClassVar[ErrorReason]
+    ETAG_MISMATCH: _ClassVar[ErrorReason]
+    API_KEY_NOT_FOUND: _ClassVar[ErrorReason]
+    CURRENCY_NOT_SUPPORTED: _ClassVar[ErrorReason]
 
 class MemberStatus(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -62,6 +70,14 @@ OPERATION_NOT_FOUND: ErrorReason
 OVERLOADED: ErrorReason
 SHARD_UNAVAILABLE: ErrorReason
 TOO_MANY_RESERVATIONS: ErrorReason
+UNAUTHENTICATED: ErrorReason
+PERMISSION_DENIED: ErrorReason
+RATE_LIMITED: ErrorReason
+RULE_NOT_FOUND: ErrorReason
+RULE_ALREADY_EXISTS: ErrorReason
+ETAG_MISMATCH: ErrorReason
+API_KEY_NOT_FOUND: ErrorReason
+CURRENCY_NOT_SUPPORTED: ErrorReason
 MEMBER_STATUS_UNSPECIFIED: MemberStatus
 MEMBER_STATUS_ACTIVE: MemberStatus
 TRANSACTION_KIND_UNSPECIFIED: TransactionKind
@@ -205,7 +221,7 @@ class LinePoints(_message.Message):
     def __init__(self, sku: _Optional[str] = ..., points: _Optional[int] = ...) -> None: ...
 
 class EarnResponse(_message.Message):
-    __slots__ = ("points", "balance", "debt_repaid", "pending", "available_at", "expires_at", "lines")
+    __slots__ = ("points", "balance", "debt_repaid", "pending", "available_at", "expires_at", "lines", "rules_version", "awards", "limits")
     POINTS_FIELD_NUMBER: _ClassVar[int]
     BALANCE_FIELD_NUMBER: _ClassVar[int]
     DEBT_REPAID_FIELD_NUMBER: _ClassVar[int]
@@ -213,6 +229,9 @@ class EarnResponse(_message.Message):
     AVAILABLE_AT_FIELD_NUMBER: _ClassVar[int]
     EXPIRES_AT_FIELD_NUMBER: _ClassVar[int]
     LINES_FIELD_NUMBER: _ClassVar[int]
+    RULES_VERSION_FIELD_NUMBER: _ClassVar[int]
+    AWARDS_FIELD_NUMBER: _ClassVar[int]
+    LIMITS_FIELD_NUMBER: _ClassVar[int]
     points: int
     balance: Balance
     debt_repaid: int
@@ -220,7 +239,54 @@ class EarnResponse(_message.Message):
     available_at: _timestamp_pb2.Timestamp
     expires_at: _timestamp_pb2.Timestamp
     lines: _containers.RepeatedCompositeFieldContainer[LinePoints]
-    def __init__(self, points: _Optional[int] = ..., balance: _Optional[_Union[Balance, _Mapping]] = ..., debt_repaid: _Optional[int] = ..., pending: _Optional[bool] = ..., available_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., expires_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., lines: _Optional[_Iterable[_Union[LinePoints, _Mapping]]] = ...) -> None: ...
+    rules_version: int
+    awards: _containers.RepeatedCompositeFieldContainer[PointsAward]
+    limits: _containers.RepeatedCompositeFieldContainer[PointsLimit]
+    def __init__(self, points: _Optional[int] = ..., balance: _Optional[_Union[Balance, _Mapping]] = ..., debt_repaid: _Optional[int] = ..., pending: _Optional[bool] = ..., available_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., expires_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., lines: _Optional[_Iterable[_Union[LinePoints, _Mapping]]] = ..., rules_version: _Optional[int] = ..., awards: _Optional[_Iterable[_Union[PointsAward, _Mapping]]] = ..., limits: _Optional[_Iterable[_Union[PointsLimit, _Mapping]]] = ...) -> None: ...
+
+class PointsAward(_message.Message):
+    __slots__ = ("rule_id", "sku", "line_index", "points", "effect")
+    RULE_ID_FIELD_NUMBER: _ClassVar[int]
+    SKU_FIELD_NUMBER: _ClassVar[int]
+    LINE_INDEX_FIELD_NUMBER: _ClassVar[int]
+    POINTS_FIELD_NUMBER: _ClassVar[int]
+    EFFECT_FIELD_NUMBER: _ClassVar[int]
+    rule_id: str
+    sku: str
+    line_index: int
+    points: int
+    effect: str
+    def __init__(self, rule_id: _Optional[str] = ..., sku: _Optional[str] = ..., line_index: _Optional[int] = ..., points: _Optional[int] = ..., effect: _Optional[str] = ...) -> None: ...
+
+class PointsLimit(_message.Message):
+    __slots__ = ("rule_id", "limit", "points_cut")
+    RULE_ID_FIELD_NUMBER: _ClassVar[int]
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    POINTS_CUT_FIELD_NUMBER: _ClassVar[int]
+    rule_id: str
+    limit: str
+    points_cut: int
+    def __init__(self, rule_id: _Optional[str] = ..., limit: _Optional[str] = ..., points_cut: _Optional[int] = ...) -> None: ...
+
+class QuoteRedemptionRequest(_message.Message):
+    __slots__ = ("currency", "amount_minor", "points")
+    CURRENCY_FIELD_NUMBER: _ClassVar[int]
+    AMOUNT_MINOR_FIELD_NUMBER: _ClassVar[int]
+    POINTS_FIELD_NUMBER: _ClassVar[int]
+    currency: str
+    amount_minor: int
+    points: int
+    def __init__(self, currency: _Optional[str] = ..., amount_minor: _Optional[int] = ..., points: _Optional[int] = ...) -> None: ...
+
+class QuoteRedemptionResponse(_message.Message):
+    __slots__ = ("currency", "amount_minor", "points")
+    CURRENCY_FIELD_NUMBER: _ClassVar[int]
+    AMOUNT_MINOR_FIELD_NUMBER: _ClassVar[int]
+    POINTS_FIELD_NUMBER: _ClassVar[int]
+    currency: str
+    amount_minor: int
+    points: int
+    def __init__(self, currency: _Optional[str] = ..., amount_minor: _Optional[int] = ..., points: _Optional[int] = ...) -> None: ...
 
 class RedeemRequest(_message.Message):
     __slots__ = ("member_id", "request_id", "points")

@@ -99,6 +99,16 @@ class LoyaltyServiceStub:
                 request_serializer=loyalty_dot_v1_dot_loyalty__pb2.BatchRequest.SerializeToString,
                 response_deserializer=loyalty_dot_v1_dot_loyalty__pb2.BatchResponse.FromString,
                 _registered_method=True)
+        self.SimulateEarn = channel.unary_unary(
+                '/loyalty.v1.LoyaltyService/SimulateEarn',
+                request_serializer=loyalty_dot_v1_dot_loyalty__pb2.EarnRequest.SerializeToString,
+                response_deserializer=loyalty_dot_v1_dot_loyalty__pb2.EarnResponse.FromString,
+                _registered_method=True)
+        self.QuoteRedemption = channel.unary_unary(
+                '/loyalty.v1.LoyaltyService/QuoteRedemption',
+                request_serializer=loyalty_dot_v1_dot_loyalty__pb2.QuoteRedemptionRequest.SerializeToString,
+                response_deserializer=loyalty_dot_v1_dot_loyalty__pb2.QuoteRedemptionResponse.FromString,
+                _registered_method=True)
 
 
 class LoyaltyServiceServicer:
@@ -197,6 +207,21 @@ class LoyaltyServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SimulateEarn(self, request, context):
+        """Evaluates an Earn against the member and the live rules without changing any
+        state: the same points and breakdown an Earn sent now would get.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def QuoteRedemption(self, request, context):
+        """Converts between points and money in a currency at the program's redemption value.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_LoyaltyServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -264,6 +289,16 @@ def add_LoyaltyServiceServicer_to_server(servicer, server):
                     servicer.Batch,
                     request_deserializer=loyalty_dot_v1_dot_loyalty__pb2.BatchRequest.FromString,
                     response_serializer=loyalty_dot_v1_dot_loyalty__pb2.BatchResponse.SerializeToString,
+            ),
+            'SimulateEarn': grpc.unary_unary_rpc_method_handler(
+                    servicer.SimulateEarn,
+                    request_deserializer=loyalty_dot_v1_dot_loyalty__pb2.EarnRequest.FromString,
+                    response_serializer=loyalty_dot_v1_dot_loyalty__pb2.EarnResponse.SerializeToString,
+            ),
+            'QuoteRedemption': grpc.unary_unary_rpc_method_handler(
+                    servicer.QuoteRedemption,
+                    request_deserializer=loyalty_dot_v1_dot_loyalty__pb2.QuoteRedemptionRequest.FromString,
+                    response_serializer=loyalty_dot_v1_dot_loyalty__pb2.QuoteRedemptionResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -617,6 +652,60 @@ class LoyaltyService:
             '/loyalty.v1.LoyaltyService/Batch',
             loyalty_dot_v1_dot_loyalty__pb2.BatchRequest.SerializeToString,
             loyalty_dot_v1_dot_loyalty__pb2.BatchResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SimulateEarn(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/loyalty.v1.LoyaltyService/SimulateEarn',
+            loyalty_dot_v1_dot_loyalty__pb2.EarnRequest.SerializeToString,
+            loyalty_dot_v1_dot_loyalty__pb2.EarnResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def QuoteRedemption(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/loyalty.v1.LoyaltyService/QuoteRedemption',
+            loyalty_dot_v1_dot_loyalty__pb2.QuoteRedemptionRequest.SerializeToString,
+            loyalty_dot_v1_dot_loyalty__pb2.QuoteRedemptionResponse.FromString,
             options,
             channel_credentials,
             insecure,
