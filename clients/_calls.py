@@ -121,6 +121,12 @@ def earn_result(message: pb.EarnResponse) -> m.EarnResult:
         available_at=_optional_datetime(message, "available_at"),
         expires_at=_optional_datetime(message, "expires_at"),
         lines=tuple(m.LinePoints(line.sku, line.points) for line in message.lines),
+        rules_version=message.rules_version,
+        awards=tuple(
+            m.PointsAward(award.rule_id, award.sku, award.line_index, award.points, award.effect)
+            for award in message.awards
+        ),
+        limits=tuple(m.PointsLimit(limit.rule_id, limit.limit, limit.points_cut) for limit in message.limits),
     )
 
 
@@ -322,6 +328,25 @@ def batch(items: Sequence[m.BatchOperation]) -> Call:
         "Batch", pb.BatchRequest(items=batch_items), batch_results(request_ids), mutation=True,
         item_request_ids=tuple(request_ids),
     )
+
+
+def simulate_earn(item: m.EarnItem) -> Call:
+    """SimulateEarn: the Earn's request without a request_id of its own (nothing is applied)."""
+    _, request = _request(item, item.request_id or "")
+    return Call("SimulateEarn", request, earn_result)
+
+
+def quote_redemption(currency: str, amount_minor: int | None, points: int | None) -> Call:
+    """QuoteRedemption for an amount or for points (exactly one)."""
+    if (amount_minor is None) == (points is None):
+        raise ValueError("give exactly one of amount_minor and points")
+    request = pb.QuoteRedemptionRequest(currency=currency)
+    if amount_minor is not None:
+        request.amount_minor = amount_minor
+    else:
+        request.points = points
+    parse = lambda message: m.RedemptionQuote(message.currency, message.amount_minor, message.points)  # noqa: E731
+    return Call("QuoteRedemption", request, parse)
 
 
 def get_member(member_id: str) -> Call:

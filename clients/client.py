@@ -32,6 +32,10 @@ def _earn(member_id, lines, currency, channel, store_id, occurred_at, request_id
     return _calls.mutation(m.EarnItem(member_id, tuple(lines), currency, channel, store_id, occurred_at, request_id))
 
 
+def _simulate(member_id, lines, currency, channel, store_id, occurred_at) -> _calls.Call:
+    return _calls.simulate_earn(m.EarnItem(member_id, tuple(lines), currency, channel, store_id, occurred_at, ""))
+
+
 def _unknown_to_none(error: LoyaltyError) -> bool:
     # No stored outcome, or no such member (members are never deleted, so nothing for
     # that member was ever applied): either way the request was not applied.
@@ -142,6 +146,33 @@ class LoyaltyClient:
         """Earn points for a purchase. Pass the receipt or order id as ``request_id`` so
         it can be returned later with ``reverse(original_request_id=...)``."""
         return self._run(_earn(member_id, lines, currency, channel, store_id, occurred_at, request_id), timeout)
+
+    def simulate_earn(
+        self,
+        member_id: str,
+        *,
+        lines: Sequence[m.Line],
+        currency: str,
+        channel: str = "",
+        store_id: str = "",
+        occurred_at: datetime.datetime | None = None,
+        timeout: float | None = None,
+    ) -> m.EarnResult:
+        """What ``earn`` would give this purchase now, with the breakdown, without
+        changing anything ("why did I get this many points?")."""
+        return self._run(_simulate(member_id, lines, currency, channel, store_id, occurred_at), timeout)
+
+    def quote_redemption(
+        self,
+        currency: str,
+        *,
+        amount_minor: int | None = None,
+        points: int | None = None,
+        timeout: float | None = None,
+    ) -> m.RedemptionQuote:
+        """Points that buy ``amount_minor`` (rounded up), or what ``points`` are worth
+        (rounded down), at the program's redemption value. Raises CurrencyNotSupported."""
+        return self._run(_calls.quote_redemption(currency, amount_minor, points), timeout)
 
     def redeem(
         self, member_id: str, points: int, *, request_id: str | None = None, timeout: float | None = None
@@ -374,6 +405,31 @@ class AsyncLoyaltyClient:
     ) -> m.EarnResult:
         """Earn points for a purchase (see ``LoyaltyClient.earn``)."""
         return await self._run(_earn(member_id, lines, currency, channel, store_id, occurred_at, request_id), timeout)
+
+    async def simulate_earn(
+        self,
+        member_id: str,
+        *,
+        lines: Sequence[m.Line],
+        currency: str,
+        channel: str = "",
+        store_id: str = "",
+        occurred_at: datetime.datetime | None = None,
+        timeout: float | None = None,
+    ) -> m.EarnResult:
+        """What ``earn`` would give now, changing nothing (see ``LoyaltyClient.simulate_earn``)."""
+        return await self._run(_simulate(member_id, lines, currency, channel, store_id, occurred_at), timeout)
+
+    async def quote_redemption(
+        self,
+        currency: str,
+        *,
+        amount_minor: int | None = None,
+        points: int | None = None,
+        timeout: float | None = None,
+    ) -> m.RedemptionQuote:
+        """Points for an amount, or the value of points (see ``LoyaltyClient.quote_redemption``)."""
+        return await self._run(_calls.quote_redemption(currency, amount_minor, points), timeout)
 
     async def redeem(
         self, member_id: str, points: int, *, request_id: str | None = None, timeout: float | None = None

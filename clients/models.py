@@ -165,6 +165,55 @@ class EarnResult:
     """When the points expire; None if they never do."""
     lines: tuple[LinePoints, ...]
     """Points per purchase line; they add up to ``points``."""
+    rules_version: int = 0
+    """The rule-set version the purchase was evaluated with (0: no rules, the base rate)."""
+    awards: tuple[PointsAward, ...] = ()
+    """Why the points are what they are: the base earn and each rule's contribution,
+    per line or for the whole basket. Empty when no rules are configured (then
+    ``lines`` is the whole story)."""
+    limits: tuple[PointsLimit, ...] = ()
+    """Caps and budgets that cut the points, with how much each cut."""
+
+
+@dataclasses.dataclass(frozen=True)
+class PointsAward:
+    """Points one source gave: the base rate (``rule_id`` empty) or one rule."""
+
+    rule_id: str
+    """The rule; empty for the base rate."""
+    sku: str
+    """The line's SKU; empty for an award on the whole basket."""
+    line_index: int
+    """Index of the line in the purchase; -1 for the whole basket."""
+    points: int
+    """Points given."""
+    effect: str
+    """"base", "points_per_unit", "multiplier" or "bonus_points"."""
+
+
+@dataclasses.dataclass(frozen=True)
+class PointsLimit:
+    """A cap or budget that reduced the points of an earn."""
+
+    rule_id: str
+    """The rule whose cap or budget it is."""
+    limit: str
+    """"transaction", "day", "week", "month", "lifetime", "budget" or "multiplier_ceiling"."""
+    points_cut: int
+    """Points that were not given because of it."""
+
+
+@dataclasses.dataclass(frozen=True)
+class RedemptionQuote:
+    """Points and money at the program's redemption value for one currency."""
+
+    currency: str
+    """ISO-4217 code."""
+    amount_minor: int
+    """Money in minor units (cents)."""
+    points: int
+    """Points. Asked for an amount: the points that buy it (rounded up). Asked for
+    points: ``amount_minor`` is what they are worth (rounded down)."""
 
 
 @dataclasses.dataclass(frozen=True)

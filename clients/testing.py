@@ -205,7 +205,7 @@ class FakeLoyaltyServer:
 
         async def serve() -> None:
             server = grpc.aio.server(interceptors=[_FaultsAndRecording(self)])
-            loyalty_pb2_grpc.add_LoyaltyServiceServicer_to_server(LoyaltyService(self.router), server)
+            loyalty_pb2_grpc.add_LoyaltyServiceServicer_to_server(LoyaltyService(self.router, self.core.ledger.program), server)
             self.port = server.add_insecure_port("127.0.0.1:0")
             await server.start()
             self._server = server

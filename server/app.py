@@ -168,7 +168,9 @@ class LoyaltyServer:
     async def start(self) -> None:
         """Start serving gRPC (backends must be running), then any extra gateways."""
         self.router = router_for(self.actors)
-        self._gateway = Gateway(self.router, host=self.config.host, port=self.config.port)
+        self._gateway = Gateway(
+            self.router, host=self.config.host, port=self.config.port, program=self.config.program
+        )
         self.port = await self._gateway.start()
         if self.config.gateways > 1:
             await asyncio.get_running_loop().run_in_executor(None, self._start_workers)
@@ -180,6 +182,7 @@ class LoyaltyServer:
             "--ray-address", ray.get_runtime_context().gcs_address,
             "--namespace", self.config.namespace,
             "--actors", ",".join(self.actor_names),
+            "--program-json", msgspec.json.encode(self.config.program).decode(),
             "--host", self.config.host,
             "--port", str(self.port),
         ]  # fmt: skip

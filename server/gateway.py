@@ -18,9 +18,11 @@ import signal
 import sys
 
 import grpc
+import msgspec
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from loyalty.actors.ledger.program import DEFAULT_PROGRAM, CompiledProgram, Program
 from loyalty.server.limits import MESSAGE_BYTES_MAX, SHUTDOWN_GRACE_S
 from loyalty.server.service import LoyaltyService
 from loyalty.server.shards import ShardRouter, router_for
@@ -44,8 +46,10 @@ def tune_gc() -> None:
 class Gateway:
     """A gRPC server with the loyalty service, health checking and reflection."""
 
-    def __init__(self, router: ShardRouter, *, host: str, port: int) -> None:
+    def __init__(self, router: ShardRouter, *, host: str, port: int, program: Program | None = None) -> None:
         self.router = router
+        self.program = CompiledProgram(program or DEFAULT_PROGRAM)
+        """The loyalty program, for answers the gateway gives itself (redemption quotes)."""
         self.host = host
         self.port = port
         self._server: grpc.aio.Server | None = None
@@ -60,7 +64,7 @@ class Gateway:
                 ("grpc.so_reuseport", 1),
             ]
         )
-        loyalty_pb2_grpc.add_LoyaltyServiceServicer_to_server(LoyaltyService(self.router), self._server)
+        loyalty_pb2_grpc.add_LoyaltyServiceServicer_to_server(LoyaltyService(self.router, self.program), self._server)
         self._health = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self._health, self._server)
         reflection.enable_server_reflection(
@@ -106,7 +110,9 @@ def worker_main(argv: list[str] | None = None) -> int:
     parser.add_argument("--actors", required=True, help="shard actor names, comma-separated, by shard index")
     parser.add_argument("--host", required=True)
     parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--program-json", default="{}", help="the server's Program, as JSON")
     options = parser.parse_args(argv)
+    program = msgspec.json.decode(options.program_json, type=Program)
     ray.init(
         address=options.ray_address,
         namespace=options.namespace,
@@ -116,7 +122,7 @@ def worker_main(argv: list[str] | None = None) -> int:
     try:
         actors = [ray.get_actor(name) for name in options.actors.split(",")]
         tune_gc()
-        uvloop.run(_serve_until_signal(Gateway(router_for(actors), host=options.host, port=options.port)))
+        uvloop.run(_serve_until_signal(Gateway(router_for(actors), host=options.host, port=options.port, program=program)))
     finally:
         ray.shutdown()
     return 0

@@ -80,14 +80,11 @@ def enroll_member(request: pb.EnrollMemberRequest, prefix: str = "") -> c.Enroll
     )
 
 
-def earn(request: pb.EarnRequest, prefix: str = "") -> c.Earn:
-    """Earn -> command."""
-    member_id = _identifier(prefix + "member_id", request.member_id)
-    request_id = _identifier(prefix + "request_id", request.request_id)
+def _purchase(field: str, request: pb.EarnRequest) -> dict:
+    """The validated purchase of an EarnRequest, as Earn command fields."""
     if not request.HasField("purchase"):
-        raise FieldViolation(prefix + "purchase", "is required")
+        raise FieldViolation(field, "is required")
     purchase = request.purchase
-    field = prefix + "purchase"
     if not is_currency_code(purchase.currency):
         raise FieldViolation(f"{field}.currency", "must be an ISO-4217 code such as EUR")
     if not purchase.lines:
@@ -115,15 +112,39 @@ def earn(request: pb.EarnRequest, prefix: str = "") -> c.Earn:
     occurred_at_ms = 0
     if purchase.HasField("occurred_at"):
         occurred_at_ms = _timestamp_ms(f"{field}.occurred_at", purchase.occurred_at)
-    return c.Earn(
-        member_id,
-        request_id,
-        currency=purchase.currency,
-        lines=tuple(lines),
-        channel=_label(f"{field}.channel", purchase.channel),
-        store_id=_label(f"{field}.store_id", purchase.store_id),
-        occurred_at_ms=occurred_at_ms,
-    )
+    return {
+        "currency": purchase.currency,
+        "lines": tuple(lines),
+        "channel": _label(f"{field}.channel", purchase.channel),
+        "store_id": _label(f"{field}.store_id", purchase.store_id),
+        "occurred_at_ms": occurred_at_ms,
+    }
+
+
+def earn(request: pb.EarnRequest, prefix: str = "") -> c.Earn:
+    """Earn -> command."""
+    member_id = _identifier(prefix + "member_id", request.member_id)
+    request_id = _identifier(prefix + "request_id", request.request_id)
+    return c.Earn(member_id, request_id, **_purchase(prefix + "purchase", request))
+
+
+def simulate_earn(request: pb.EarnRequest) -> c.SimulateEarn:
+    """SimulateEarn -> read command (request_id optional: nothing is stored under it)."""
+    member_id = _identifier("member_id", request.member_id)
+    request_id = _identifier("request_id", request.request_id) if request.request_id else ""
+    return c.SimulateEarn(member_id, request_id, **_purchase("purchase", request))
+
+
+def quote_redemption(request: pb.QuoteRedemptionRequest) -> tuple[str, int | None, int | None]:
+    """QuoteRedemption -> (currency, amount_minor or None, points or None)."""
+    if not is_currency_code(request.currency):
+        raise FieldViolation("currency", "must be an ISO-4217 code such as EUR")
+    which = request.WhichOneof("quote")
+    if which == "amount_minor":
+        return request.currency, _bounded("amount_minor", request.amount_minor, 0, AMOUNT_MINOR_MAX), None
+    if which == "points":
+        return request.currency, None, _bounded("points", request.points, 0, POINTS_MAX)
+    raise FieldViolation("quote", "set amount_minor or points")
 
 
 def redeem(request: pb.RedeemRequest, prefix: str = "") -> c.Redeem:

@@ -82,6 +82,22 @@ def _fill_earn(target: pb.EarnResponse, outcome: Outcome) -> None:
         line = target.lines.add()
         line.sku = sku
         line.points = points
+    if not outcome.rules_version:
+        return  # no rules: lines are the whole breakdown (and the hot path stays lean)
+    target.rules_version = outcome.rules_version
+    awards = outcome.awards or [("", index, sku, points, "base") for index, (sku, points) in enumerate(outcome.lines)]
+    for rule_id, line_index, sku, points, effect in awards:
+        award = target.awards.add()
+        award.rule_id = rule_id
+        award.line_index = line_index
+        award.sku = sku
+        award.points = points
+        award.effect = effect
+    for rule_id, limit_name, points_cut in outcome.limits:
+        limit = target.limits.add()
+        limit.rule_id = rule_id
+        limit.limit = limit_name
+        limit.points_cut = points_cut
 
 
 def _fill_redeem(target: pb.RedeemResponse, outcome: Outcome) -> None:
@@ -163,6 +179,13 @@ def operation(member_id: str, request_id: str, outcome: Outcome) -> pb.Operation
     result = pb.Operation(member_id=member_id, request_id=request_id)
     _set_time(result.applied_at, outcome.at_ms)
     _fill_answer(result, outcome)
+    return result
+
+
+def earn_simulation(outcome: Outcome) -> pb.EarnResponse:
+    """SimulateEarn's answer: the EarnResponse the Earn would get."""
+    result = pb.EarnResponse()
+    _fill_earn(result, outcome)
     return result
 
 

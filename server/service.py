@@ -9,6 +9,7 @@ from grpc_status import rpc_status
 
 from loyalty.actors.ledger.commands import Command
 from loyalty.actors.ledger.outcomes import Outcome
+from loyalty.actors.ledger.program import DEFAULT_PROGRAM, CompiledProgram
 from loyalty.actors.ledger.status import Status
 from loyalty.server import errors, requests, responses
 from loyalty.server.errors import FieldViolation, GatewayError
@@ -30,8 +31,9 @@ _NOT_STORED = frozenset({Status.MEMBER_NOT_FOUND, Status.OPERATION_NOT_FOUND})
 class LoyaltyService(pb_grpc.LoyaltyServiceServicer):
     """Every RPC: validate into a command, send it to its shard, map the outcome."""
 
-    def __init__(self, router: ShardRouter) -> None:
+    def __init__(self, router: ShardRouter, program: CompiledProgram | None = None) -> None:
         self._router = router
+        self._program = program or CompiledProgram(DEFAULT_PROGRAM)
 
     async def _outcome(
         self,
@@ -100,6 +102,24 @@ class LoyaltyService(pb_grpc.LoyaltyServiceServicer):
             request, context, requests.get_operation, errors_from=_NOT_STORED
         )
         return responses.operation(request.member_id, request.request_id, outcome)
+
+    async def SimulateEarn(self, request, context):
+        outcome = await self._outcome(request, context, requests.simulate_earn)
+        return responses.earn_simulation(outcome)
+
+    async def QuoteRedemption(self, request, context):
+        try:
+            currency, amount_minor, points = requests.quote_redemption(request)
+        except FieldViolation as violation:
+            await _abort(context, errors.invalid_argument(violation))
+        if amount_minor is not None:
+            points = self._program.points_for_amount(currency, amount_minor)
+        else:
+            amount_minor = self._program.value_of_points(currency, points)
+        if points is None or amount_minor is None:
+            message = f"the program has no redemption value for {currency}"
+            await _abort(context, errors.rpc_status(Status.CURRENCY_NOT_SUPPORTED, message))
+        return pb.QuoteRedemptionResponse(currency=currency, amount_minor=amount_minor, points=points)
 
     async def Batch(self, request: pb.BatchRequest, context):
         items = request.items

@@ -16,7 +16,8 @@ PUBLIC_NAMES = {
     "Balance", "PointsExpiration", "Member", "MemberStatus", "EarnResult", "LinePoints",
     "RedeemResult", "ReserveResult", "CaptureResult", "ReleaseResult", "ReverseResult",
     "AdjustResult", "MutationResult", "Transaction", "TransactionKind", "TransactionPage",
-    "Operation", "BatchItemResult", "Line", "ReturnLine",
+    "Operation", "BatchItemResult", "Line", "ReturnLine", "PointsAward", "PointsLimit",
+    "RedemptionQuote",
     # batch items
     "BatchOperation", "EnrollMemberItem", "EarnItem", "RedeemItem", "ReserveItem",
     "CaptureItem", "ReleaseItem", "ReverseItem", "AdjustItem",
@@ -26,13 +27,15 @@ PUBLIC_NAMES = {
     "CaptureExceedsReservation", "TooManyReservations", "OriginalNotFound",
     "ReturnExceedsPurchase", "OperationNotFound", "InvalidArgument", "Unauthenticated",
     "PermissionDenied", "TransientError", "Overloaded", "Unavailable", "DeadlineExceeded",
-    "UnexpectedError",
+    "UnexpectedError", "RateLimited", "CurrencyNotSupported", "RuleNotFound",
+    "RuleAlreadyExists", "EtagMismatch", "ApiKeyNotFound",
 }  # fmt: skip
 
 CLIENT_METHODS = {
     "enroll_member", "get_member", "get_balance", "earn", "redeem", "reserve", "capture",
     "release", "reverse", "adjust", "list_transactions", "get_operation", "batch",
     "iter_transactions", "batch_operations", "resolve", "close", "from_env", "config",
+    "simulate_earn", "quote_redemption",
 }  # fmt: skip
 
 

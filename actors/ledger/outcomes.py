@@ -74,4 +74,11 @@ class Outcome(msgspec.Struct, frozen=True, array_like=True, omit_defaults=True):
     lines: tuple[tuple[str, int], ...] = ()
     transactions: tuple[TransactionView, ...] = ()
     next_before_seq: int = 0
+    rules_version: int = 0
+    """earn: the rule-set version the purchase was evaluated with (0: no rules)."""
+    awards: tuple[tuple[str, int, str, int, str], ...] = ()
+    """earn: (rule_id, line_index or -1 for the basket, sku, points, effect) per award;
+    empty when no rule contributed (``lines`` then says it all)."""
+    limits: tuple[tuple[str, str, int], ...] = ()
+    """earn: (rule_id, limit, points_cut) for each cap or budget that cut the points."""
     request_id: str = ""

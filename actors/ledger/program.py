@@ -20,7 +20,7 @@ rounded down once per purchase.
 from __future__ import annotations
 
 import fractions
-from typing import Literal
+from typing import Any, Literal
 
 import msgspec
 
@@ -50,9 +50,13 @@ class Program(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 
 
 class ProgramFile(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    """The top level of a program file."""
+    """The top level of a configuration file. Only ``[program]`` is read here; the
+    other tables belong to the server (rules, API keys, limits) and are read there."""
 
     program: Program = Program()
+    rules: list[dict[str, Any]] = []
+    api_keys: list[dict[str, Any]] = []
+    limits: dict[str, Any] = {}
 
 
 class ProgramError(ValueError):
