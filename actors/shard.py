@@ -4,6 +4,15 @@ A batch is applied in memory, its journal record is appended to Redis (fenced by
 incarnation's epoch), and only then are its outcomes returned. If anything fails
 after the core changed state, the in-memory state is dropped and rebuilt from the
 snapshot and journal before the next batch, so memory never runs ahead of Redis.
+
+Rules: each batch names the rule-set version its gateway holds. A shard installs that
+version before the batch when it is newer than its own (fetched from the rules store
+and compiled once), so versions only move forward and a whole batch is evaluated with
+one version. After a restart a shard has no rules until its first batch names them:
+recovery replays journaled effects, never rules. Campaign budgets are leased from the
+rules store while a batch runs; chunks the live rule set no longer needs (rule
+deleted, disabled, budget changed or ended) and, on a graceful stop, every chunk are
+given back: the BudgetReturned record is journaled first, the points returned after.
 """
 
 from __future__ import annotations
@@ -11,8 +20,10 @@ from __future__ import annotations
 import collections
 import gc
 import logging
+import math
 import os
 import time
+import zoneinfo
 
 import msgspec
 import redis
@@ -21,6 +32,8 @@ from loyalty.actors.journal import JournalError, ShardJournal
 from loyalty.actors.ledger import codec
 from loyalty.actors.ledger.core import ShardCore
 from loyalty.actors.ledger.program import CompiledProgram, Program
+from loyalty.actors.ledger.rules import RuleSet, compile_rules
+from loyalty.server.rules_store import ShardRulesSource
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +93,11 @@ class ShardActor:
         self._journal = ShardJournal(
             self._client, settings.shard_index, key_prefix=settings.key_prefix
         )
+        self._rules_source = ShardRulesSource(self._client, key_prefix=settings.key_prefix)
+        self._rule_set: RuleSet | None = None
+        self._budgets_due_ms = 0
+        """When the budgets this shard holds must next be checked against the live
+        rules (a budgeted rule's end time; 0: before the next batch)."""
         self._core: ShardCore | None = None
         self._unjournaled: collections.deque = collections.deque()  # unsafe switch only
         self._epoch = 0
@@ -93,6 +111,7 @@ class ShardActor:
         started_s = time.monotonic()
         self._core = None
         self._unjournaled.clear()
+        self._rule_set, self._budgets_due_ms = None, 0
         epoch = self._journal.claim_epoch()
         core = ShardCore(self._program)
         snapshot = self._journal.load_snapshot()
@@ -119,20 +138,24 @@ class ShardActor:
             time.monotonic() - started_s,
         )
 
-    def apply(self, payload: bytes) -> bytes:
-        """Apply one msgspec-encoded batch of commands; return the encoded outcomes.
+    def apply(self, payload: bytes, rules_version: int = 0) -> bytes:
+        """Apply one msgspec-encoded batch of commands with at least rule-set version
+        ``rules_version`` (0: whatever is installed); return the encoded outcomes.
         Raises JournalError (and others) when the batch may not be durable."""
         if self._core is None:
             self._recover()
         core = self._core
         commands = codec.decode_commands(payload)
+        now_ms = time.time_ns() // 1_000_000
+        if rules_version > core.rules_version:
+            # Fetches and compiles before touching the core: a failure leaves it intact.
+            self._install_rules(core, rules_version)
         try:
-            outcomes, record = core.apply_batch(commands, time.time_ns() // 1_000_000)
+            if now_ms >= self._budgets_due_ms:
+                self._return_budgets(core, now_ms, keep=self._budgets_to_keep(now_ms))
+            outcomes, record = core.apply_batch(commands, now_ms, budget=self._rules_source)
             if record is not None:
-                if self._settings.unsafe_acknowledge_before_journal:
-                    self._append_late(record)
-                else:
-                    self._journal.append(self._epoch, record.seq, codec.encode_record(record))
+                self._write(record)
         except BaseException:
             self._core = None  # memory may be ahead of the journal: rebuild before reuse
             self._unjournaled.clear()
@@ -141,6 +164,74 @@ class ShardActor:
             self._events_since_snapshot += len(record.events)
             self._maybe_snapshot()
         return codec.encode_outcomes(outcomes)
+
+    def _write(self, record) -> None:
+        if self._settings.unsafe_acknowledge_before_journal:
+            self._append_late(record)
+        else:
+            self._journal.append(self._epoch, record.seq, codec.encode_record(record))
+
+    def _install_rules(self, core: ShardCore, version: int) -> None:
+        """Fetch, compile and install the rule set of ``version`` (or the live one, if
+        that version is no longer kept)."""
+        rule_set = self._rules_source.rule_set(version)
+        if rule_set.version <= core.rules_version:
+            return
+        core.install_rules(compile_rules(rule_set, self._program))
+        self._rule_set, self._budgets_due_ms = rule_set, 0
+        log.info("shard %d: rules version %d installed", self._settings.shard_index, rule_set.version)
+
+    def _budgets_to_keep(self, now_ms: int) -> set[str]:
+        """Budget keys of the installed rules that can still spend; sets when to look
+        again (the next end time of a budgeted rule)."""
+        keep: set[str] = set()
+        due_ms = math.inf
+        rule_set = self._rule_set
+        for rule in rule_set.rules if rule_set is not None else ():
+            if not rule.enabled or rule.budget.total_points <= 0:
+                continue
+            end_time = rule.schedule.end_time
+            if end_time is not None:
+                if end_time.tzinfo is None:  # read in the rule's zone, as the core does
+                    end_time = end_time.replace(tzinfo=zoneinfo.ZoneInfo(rule.schedule.time_zone or "UTC"))
+                end_ms = int(end_time.timestamp() * 1000)
+                if end_ms <= now_ms:
+                    continue
+                due_ms = min(due_ms, end_ms)
+            keep.add(rule_set.budget_keys.get(rule.rule_id, rule.rule_id))
+        self._budgets_due_ms = due_ms
+        return keep
+
+    def _return_budgets(self, core: ShardCore, now_ms: int, *, keep: set[str]) -> dict[str, int]:
+        """Give back the budget chunks not in ``keep``: journal first, then return the
+        points (a crash in between loses them; a budget is never overspent)."""
+        core.now_ms = max(core.now_ms, now_ms)
+        record, returned = core.return_budgets(keep)
+        if record is None:
+            return {}
+        self._write(record)
+        self._events_since_snapshot += len(record.events)
+        try:
+            self._rules_source.give_back(returned)
+        except JournalError:
+            log.exception("shard %d: budget points %s could not be given back; they are lost "
+                          "(underspent)", self._settings.shard_index, returned)
+        return returned
+
+    def return_all_budgets(self) -> dict[str, int]:
+        """Give back every budget chunk this shard holds (on a graceful stop); returns
+        {budget key: points}. The next batch that needs budget leases again."""
+        core = self._core
+        if core is None:
+            return {}
+        try:
+            returned = self._return_budgets(core, time.time_ns() // 1_000_000, keep=set())
+        except BaseException:
+            self._core = None
+            self._unjournaled.clear()
+            raise
+        self._budgets_due_ms = 0
+        return returned
 
     def _append_late(self, record) -> None:
         """The unsafe switch's journaling: hold the record back and append only the
@@ -174,13 +265,16 @@ class ShardActor:
         return core.seq
 
     def describe(self) -> dict:
-        """Diagnostics: epoch, seq, member count, journal position."""
+        """Diagnostics: epoch, seq, member count, rules version, budgets held,
+        journal position."""
         core = self._core
         return {
             "shard_index": self._settings.shard_index,
             "epoch": self._epoch,
             "seq": core.seq if core else None,
             "members": len(core.ledger.members) if core else None,
+            "rules_version": core.rules_version if core else None,
+            "budgets": core.budget_balances() if core else None,
             "journal": self._journal.describe(),
         }
 

@@ -28,6 +28,7 @@ from loyalty.actors.ledger import CompiledProgram, Program, ShardCore
 from loyalty.actors.ledger.codec import decode_outcome
 from loyalty.actors.ledger.commands import Command
 from loyalty.actors.ledger.outcomes import Outcome
+from loyalty.actors.ledger.rules import Rule, RuleSet, compile_rules
 from loyalty.server.service import LoyaltyService
 from loyalty.v1 import loyalty_pb2_grpc
 
@@ -71,6 +72,30 @@ class FakeClock:
             self._now_ms += step
 
 
+class InMemoryBudgets:
+    """Campaign budgets for the fake: one counter per budget, leased exactly as asked
+    (the real server leases chunks from Redis; what an earn gets is the same)."""
+
+    def __init__(self) -> None:
+        self.remaining: dict[str, int] = {}
+        """Points of each budget not yet granted, by budget key (the rule_id)."""
+
+    def open(self, budget_key: str, total_points: int) -> None:
+        """Start a budget of ``total_points`` (kept as it is if already open)."""
+        self.remaining.setdefault(budget_key, total_points)
+
+    def lease(self, budget_key: str, points_needed: int) -> int:
+        """Grant up to ``points_needed`` of what is left."""
+        granted = min(points_needed, self.remaining.get(budget_key, 0))
+        if granted:
+            self.remaining[budget_key] -= granted
+        return granted
+
+    def available(self, budget_key: str) -> int:
+        """Points not yet granted."""
+        return self.remaining.get(budget_key, 0)
+
+
 class InProcessRouter:
     """What ``LoyaltyService`` needs from a router, over one in-process ShardCore.
 
@@ -82,6 +107,8 @@ class InProcessRouter:
         """Apply commands to ``core`` at the times ``clock`` (epoch ms) gives."""
         self._core = core
         self._clock = clock
+        self.budgets = InMemoryBudgets()
+        """The campaign budget owner of this fake (one counter per budgeted rule)."""
         # The servicer runs on one event loop, but a test may inspect the core from
         # another thread; the lock keeps each batch whole.
         self._lock = threading.Lock()
@@ -89,8 +116,19 @@ class InProcessRouter:
     def apply(self, commands: Sequence[Command]) -> list[Outcome]:
         """Apply commands as one batch; their decoded outcomes, in order."""
         with self._lock:
-            encoded, _record = self._core.apply_batch(list(commands), self._clock())
+            encoded, _record = self._core.apply_batch(list(commands), self._clock(), self.budgets)
         return [decode_outcome(outcome) for outcome in encoded]
+
+    def install_rules(self, rules: Sequence[Rule]) -> int:
+        """Make ``rules`` the live rule set (a new version, installed between batches)."""
+        with self._lock:
+            version = self._core.rules_version + 1
+            compiled = compile_rules(RuleSet(version, tuple(rules)), self._core.ledger.program)
+            for rule in rules:
+                if rule.budget.total_points:
+                    self.budgets.open(rule.rule_id, rule.budget.total_points)
+            self._core.install_rules(compiled)
+            return version
 
     async def execute(self, command: Command) -> Outcome:
         """Apply one command and return its outcome."""
@@ -250,6 +288,12 @@ class FakeLoyaltyServer:
         self.stop()
 
     # ----------------------------------------------------------------- test controls
+
+    def install_rules(self, rules: Sequence[Rule]) -> int:
+        """Make ``rules`` (``loyalty.actors.ledger.rules.Rule``, or the result of
+        ``load_rules_toml``) the live earning rules; returns the new rule-set version.
+        Budgeted rules get an in-memory budget of their ``total_points``."""
+        return self.router.install_rules(rules)
 
     def advance(self, *, seconds: float = 0, days: float = 0) -> None:
         """Move the ledger's clock forward: holds and points expire as they would."""

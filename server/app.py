@@ -13,6 +13,7 @@ import pathlib
 import signal
 import subprocess
 import sys
+import time
 import uuid
 
 import msgspec
@@ -20,11 +21,16 @@ import ray
 import redis
 
 from loyalty.actors.ledger.program import Program
+from loyalty.actors.ledger.rules import Rule
 from loyalty.actors.routing import SLOT_COUNT
 from loyalty.actors.shard import ShardSettings
+from loyalty.server.admin import GatewayRules
+from loyalty.server.auth import CONFIG_ACTOR, GatewaySecurity, acting_as, check_exposure
 from loyalty.server.embedded_redis import EmbeddedRedis, parent_death_signal_hook
 from loyalty.server.gateway import SERVICE_NAME, Gateway, tune_gc
+from loyalty.server.keys import records_key
 from loyalty.server.limits import SHUTDOWN_GRACE_S
+from loyalty.server.security_config import ApiKeySeed, SecuritySettings
 from loyalty.server.shards import ShardRouter, router_for, start_shard_actors
 
 log = logging.getLogger(__name__)
@@ -65,6 +71,9 @@ class ServerConfig(msgspec.Struct, frozen=True, kw_only=True):
     in this process)."""
     program: Program = Program()
     """The loyalty program (earn rates, windows, policies)."""
+    rules: tuple[Rule, ...] | None = None
+    """Earning rules from the config file: made the live set at start when they differ
+    from it (one new version). None: keep the rules stored in Redis."""
     key_prefix: str = "loyalty"
     """Prefix of every Redis key, so several deployments can share one Redis."""
     namespace: str = "loyalty"
@@ -76,6 +85,12 @@ class ServerConfig(msgspec.Struct, frozen=True, kw_only=True):
     gateways: int = 1
     """gRPC gateway processes sharing the port (SO_REUSEPORT): the main process and
     gateways - 1 workers. More than one spreads gRPC's per-call cost over cores."""
+    security: SecuritySettings = SecuritySettings()
+    """Limits and TLS for every gateway process."""
+    api_keys: tuple[ApiKeySeed, ...] = ()
+    """API keys from the config file, written to Redis (hashes only) at start."""
+    insecure: bool = False
+    """Allow listening on a non-loopback address without any API key."""
 
 
 class LoyaltyServer:
@@ -92,6 +107,10 @@ class LoyaltyServer:
         self.router: ShardRouter | None = None
         self._gateway: Gateway | None = None
         self._workers: list[subprocess.Popen] = []
+        self.rules: GatewayRules | None = None
+        """This gateway's rules store, live version and AdminService (set by start)."""
+        self.security: GatewaySecurity | None = None
+        """This gateway's keys, audit log, guard and TLS (set by start)."""
 
     # ----------------------------------------------------------------- backends
 
@@ -105,6 +124,7 @@ class LoyaltyServer:
             self._embedded_redis.start()
             self.redis_url = self._embedded_redis.url
         shard_count = config.shards or os.cpu_count() or 1
+        self._check_exposure()
         self._check_layout(shard_count)
         if not ray.is_initialized():
             if not config.ray_address:
@@ -148,6 +168,39 @@ class LoyaltyServer:
                 f"start with --shards {stored_shards} (changing the shard count is not supported yet)"
             )
 
+    def _check_exposure(self) -> None:
+        """Refuse (exit code 2) to serve a non-loopback address with no API key."""
+        keys_exist = bool(self.config.api_keys)
+        if not keys_exist:
+            client = redis.Redis.from_url(self.redis_url)
+            try:
+                keys_exist = client.hlen(records_key(self.config.key_prefix)) > 0
+            finally:
+                client.close()
+        reason = check_exposure(host=self.config.host, insecure=self.config.insecure, keys_exist=keys_exist)
+        if reason is not None:
+            print(f"loyalty: {reason}", file=sys.stderr, flush=True)
+            raise SystemExit(2)
+
+    async def _start_security(self) -> GatewaySecurity:
+        """Seed the config file's API keys (audited as "config"), then load the keys."""
+        security = GatewaySecurity(
+            redis_url=self.redis_url, key_prefix=self.config.key_prefix, settings=self.config.security
+        )
+        await security.start()
+        if self.config.api_keys:
+            changes = await security.records.seed(self.config.api_keys, now_ms=time.time_ns() // 1_000_000)
+            with acting_as(CONFIG_ACTOR):
+                for action, before, after in changes:
+                    await security.audit.record(
+                        action=action,
+                        target=f"key/{after.key_id}",
+                        before=None if before is None else before.public(),
+                        after=after.public(),
+                    )
+            await security.mirror.reload()
+        return security
+
     def close_backends(self) -> None:
         """Stop the shard actors, and Ray and Redis if this server started them."""
         for actor in self.actors:
@@ -167,9 +220,19 @@ class LoyaltyServer:
 
     async def start(self) -> None:
         """Start serving gRPC (backends must be running), then any extra gateways."""
-        self.router = router_for(self.actors)
+        self.security = await self._start_security()
+        self.rules = GatewayRules(
+            redis_url=self.redis_url, key_prefix=self.config.key_prefix, program=self.config.program
+        )
+        await self.rules.start()
+        if self.config.rules is not None:
+            with acting_as(CONFIG_ACTOR):
+                await self.rules.apply_config(self.config.rules, audit=self.security.audit)
+        self.router = router_for(self.actors, self.rules.live)
         self._gateway = Gateway(
-            self.router, host=self.config.host, port=self.config.port, program=self.config.program
+            self.router, host=self.config.host, port=self.config.port, program=self.config.program,
+            admin=self.rules.servicer(keys=self.security.key_admin, audit=self.security.audit),
+            security=self.security,
         )
         self.port = await self._gateway.start()
         if self.config.gateways > 1:
@@ -183,6 +246,9 @@ class LoyaltyServer:
             "--namespace", self.config.namespace,
             "--actors", ",".join(self.actor_names),
             "--program-json", msgspec.json.encode(self.config.program).decode(),
+            "--redis-url", self.redis_url,
+            "--key-prefix", self.config.key_prefix,
+            "--security-json", msgspec.json.encode(self.config.security).decode(),
             "--host", self.config.host,
             "--port", str(self.port),
         ]  # fmt: skip
@@ -221,9 +287,17 @@ class LoyaltyServer:
             self._gateway.stop(grace_s), loop.run_in_executor(None, self._stop_workers, grace_s)
         )
         self._gateway = None
+        # Campaign budget chunks go back to their owner before the shards stop, so a
+        # graceful restart strands none of them.
+        returns = [actor.return_all_budgets.remote() for actor in self.actors]
+        if returns:
+            await asyncio.gather(*returns, return_exceptions=True)
         snapshots = [actor.snapshot.remote() for actor in self.actors]
         if snapshots:
             await asyncio.gather(*snapshots, return_exceptions=True)
+        if self.rules is not None:
+            await self.rules.stop()
+            self.rules = None
 
     async def run_until_signal(self) -> None:
         """Serve until SIGTERM or SIGINT, then stop gracefully."""
@@ -239,6 +313,7 @@ class LoyaltyServer:
             + (f" (embedded, data in {self.config.data_dir})" if self._embedded_redis else ""),
             flush=True,
         )
+        print(f"loyalty: {self.security.describe(self.config.host)}", flush=True)
         print("loyalty: ready", flush=True)
         await stop.wait()
         print("loyalty: shutting down: draining calls, snapshotting shards", flush=True)

@@ -8,6 +8,7 @@ import pathlib
 import sys
 
 from loyalty.actors.ledger.program import DEFAULT_PROGRAM, ProgramError, load_program
+from loyalty.server import keys_cli, rules_cli
 
 
 def _serve_parser(subcommands) -> None:
@@ -50,18 +51,36 @@ def _serve_parser(subcommands) -> None:
         "--snapshot-every-seconds", type=float, default=300.0,
         help="...or after this many seconds (default 300)",
     )
+    parser.add_argument("--tls-cert", type=pathlib.Path, help="serve TLS with this certificate chain (PEM)")
+    parser.add_argument("--tls-key", type=pathlib.Path, help="private key of --tls-cert (PEM)")
+    parser.add_argument(
+        "--tls-client-ca", type=pathlib.Path,
+        help="require client certificates issued by this CA (PEM): mutual TLS",
+    )
+    parser.add_argument(
+        "--insecure", action="store_true",
+        help="allow a non-loopback --host without any API key (anyone reaching it is admin)",
+    )
 
 
 def _serve(options: argparse.Namespace) -> int:
     from loyalty.server.app import ServerConfig, serve
 
     program = DEFAULT_PROGRAM
+    rules = None
     if options.config is not None:
         try:
             program = load_program(options.config.read_bytes()).program
         except (OSError, ProgramError) as error:
             print(f"loyalty: {options.config}: {error}", file=sys.stderr)
             return 2
+        rules = rules_cli.config_rules(options.config)
+        if isinstance(rules, int):
+            return rules
+    security = _security_options(options)
+    if isinstance(security, int):
+        return security
+    settings, api_keys = security
     if options.shards < 0 or options.snapshot_every_events < 1 or options.gateways < 1:
         print(
             "loyalty: --shards must be >= 0, --gateways and --snapshot-every-events >= 1",
@@ -78,10 +97,48 @@ def _serve(options: argparse.Namespace) -> int:
         appendfsync=options.appendfsync,
         ray_address=options.ray_address,
         program=program,
+        rules=rules,
         snapshot_every_events=options.snapshot_every_events,
         snapshot_every_s=options.snapshot_every_seconds,
+        security=settings,
+        api_keys=api_keys,
+        insecure=options.insecure,
     )
     return serve(config)
+
+
+def _security_options(options: argparse.Namespace):
+    """(SecuritySettings, api key seeds) from --config and the TLS flags, or exit code 2."""
+    from loyalty.server.security_config import (
+        ConfigFileSecurity,
+        SecurityConfigError,
+        SecuritySettings,
+        TlsFiles,
+        load_security_config,
+    )
+
+    file_security = ConfigFileSecurity()
+    if options.config is not None:
+        try:
+            file_security = load_security_config(options.config.read_bytes())
+        except (OSError, SecurityConfigError) as error:
+            print(f"loyalty: {options.config}: {error}", file=sys.stderr)
+            return 2
+    tls = None
+    if options.tls_cert or options.tls_key or options.tls_client_ca:
+        if not (options.tls_cert and options.tls_key):
+            print("loyalty: --tls-cert and --tls-key go together (and --tls-client-ca needs both)", file=sys.stderr)
+            return 2
+        for path in (options.tls_cert, options.tls_key, options.tls_client_ca):
+            if path is not None and not path.is_file():
+                print(f"loyalty: {path}: no such file", file=sys.stderr)
+                return 2
+        tls = TlsFiles(
+            cert_file=str(options.tls_cert.resolve()),
+            key_file=str(options.tls_key.resolve()),
+            client_ca_file=str(options.tls_client_ca.resolve()) if options.tls_client_ca else "",
+        )
+    return SecuritySettings(limits=file_security.limits, tls=tls), file_security.api_keys
 
 
 def _chaos_parser(subcommands) -> None:
@@ -130,11 +187,17 @@ def main(argv: list[str] | None = None) -> int:
     subcommands = parser.add_subparsers(dest="command", required=True)
     _serve_parser(subcommands)
     _chaos_parser(subcommands)
+    keys_cli.add_parser(subcommands)
+    rules_cli.add_parser(subcommands)
     options = parser.parse_args(argv)
     if options.command == "serve":
         return _serve(options)
     if options.command == "chaos":
         return _chaos(options)
+    if options.command == "keys":
+        return keys_cli.run(options)
+    if options.command == "rules":
+        return rules_cli.run(options)
     parser.error(f"unknown command {options.command}")
     return 2
 

@@ -68,8 +68,10 @@ def rpc_status(
     *,
     metadata: dict[str, str] | None = None,
     violations: list[FieldViolation] | None = None,
+    retry_after_ms: int | None = None,
 ) -> status_pb2.Status:
-    """A google.rpc.Status for a ledger status, with ErrorInfo (and BadRequest)."""
+    """A google.rpc.Status for a ledger status, with ErrorInfo (and BadRequest, and
+    google.rpc.RetryInfo when ``retry_after_ms`` is given)."""
     status = Status(status)
     code = _CODES[status]
     result = status_pb2.Status(code=code.value[0], message=message)
@@ -88,6 +90,12 @@ def rpc_status(
         )
         detail = any_pb2.Any()
         detail.Pack(bad_request)
+        result.details.append(detail)
+    if retry_after_ms is not None:
+        retry_info = error_details_pb2.RetryInfo()
+        retry_info.retry_delay.FromMilliseconds(retry_after_ms)
+        detail = any_pb2.Any()
+        detail.Pack(retry_info)
         result.details.append(detail)
     return result
 

@@ -23,12 +23,16 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from loyalty.actors.ledger.program import DEFAULT_PROGRAM, CompiledProgram, Program
+from loyalty.server.auth import GatewaySecurity
+from loyalty.server.admin import GatewayRules
 from loyalty.server.limits import MESSAGE_BYTES_MAX, SHUTDOWN_GRACE_S
+from loyalty.server.security_config import SecuritySettings
 from loyalty.server.service import LoyaltyService
 from loyalty.server.shards import ShardRouter, router_for
-from loyalty.v1 import loyalty_pb2, loyalty_pb2_grpc
+from loyalty.v1 import admin_pb2, admin_pb2_grpc, loyalty_pb2, loyalty_pb2_grpc
 
 SERVICE_NAME = loyalty_pb2.DESCRIPTOR.services_by_name["LoyaltyService"].full_name
+ADMIN_SERVICE_NAME = admin_pb2.DESCRIPTOR.services_by_name["AdminService"].full_name
 
 # Cyclic GC: collect young objects after this many allocations instead of 700.
 # Per-call protobuf garbage is acyclic; frequent passes cost more than they find.
@@ -46,8 +50,22 @@ def tune_gc() -> None:
 class Gateway:
     """A gRPC server with the loyalty service, health checking and reflection."""
 
-    def __init__(self, router: ShardRouter, *, host: str, port: int, program: Program | None = None) -> None:
+    def __init__(
+        self,
+        router: ShardRouter,
+        *,
+        host: str,
+        port: int,
+        program: Program | None = None,
+        security: GatewaySecurity | None = None,
+        admin=None,
+    ) -> None:
         self.router = router
+        self.admin = admin
+        """The AdminService servicer (None: not served)."""
+        self.security = security
+        """Keys, roles, limits and TLS (loyalty.server.auth); None: plaintext, no checks
+        (only for tools that start a bare gateway)."""
         self.program = CompiledProgram(program or DEFAULT_PROGRAM)
         """The loyalty program, for answers the gateway gives itself (redemption quotes)."""
         self.host = host
@@ -57,20 +75,30 @@ class Gateway:
 
     async def start(self) -> int:
         """Listen and serve; return the port (useful when asked for port 0)."""
-        self._server = grpc.aio.server(
-            options=[
-                ("grpc.max_receive_message_length", MESSAGE_BYTES_MAX),
-                ("grpc.max_send_message_length", MESSAGE_BYTES_MAX),
-                ("grpc.so_reuseport", 1),
-            ]
-        )
+        if self.security is not None:
+            await self.security.start()
+            self._server = self.security.make_server()
+        else:
+            self._server = grpc.aio.server(
+                options=[
+                    ("grpc.max_receive_message_length", MESSAGE_BYTES_MAX),
+                    ("grpc.max_send_message_length", MESSAGE_BYTES_MAX),
+                    ("grpc.so_reuseport", 1),
+                ]
+            )
         loyalty_pb2_grpc.add_LoyaltyServiceServicer_to_server(LoyaltyService(self.router, self.program), self._server)
         self._health = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self._health, self._server)
-        reflection.enable_server_reflection(
-            (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), self._server
-        )
-        bound = self._server.add_insecure_port(f"{self.host}:{self.port}")
+        services = (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME)
+        if self.admin is not None:
+            admin_pb2_grpc.add_AdminServiceServicer_to_server(self.admin, self._server)
+            services += (ADMIN_SERVICE_NAME,)
+        reflection.enable_server_reflection(services, self._server)
+        address = f"{self.host}:{self.port}"
+        if self.security is not None:
+            bound = self.security.add_port(self._server, address)
+        else:
+            bound = self._server.add_insecure_port(address)
         if bound == 0:
             raise SystemExit(f"loyalty: cannot listen on {self.host}:{self.port}")
         self.port = bound
@@ -86,17 +114,21 @@ class Gateway:
         await self._health.enter_graceful_shutdown()
         await self._server.stop(grace_s)
         self._server = None
+        if self.security is not None:
+            await self.security.stop()
 
 
-async def _serve_until_signal(gateway: Gateway) -> None:
+async def _serve_until_signal(gateway: Gateway, rules: GatewayRules) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
+    await rules.start()
     await gateway.start()
     print(f"loyalty gateway: ready on {gateway.host}:{gateway.port}", flush=True)
     await stop.wait()
     await gateway.stop()
+    await rules.stop()
 
 
 def worker_main(argv: list[str] | None = None) -> int:
@@ -111,8 +143,16 @@ def worker_main(argv: list[str] | None = None) -> int:
     parser.add_argument("--host", required=True)
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--program-json", default="{}", help="the server's Program, as JSON")
+    parser.add_argument("--redis-url", required=True, help="the server's Redis (API keys, audit log)")
+    parser.add_argument("--key-prefix", required=True)
+    parser.add_argument("--security-json", required=True, help="the server's SecuritySettings, as JSON")
     options = parser.parse_args(argv)
     program = msgspec.json.decode(options.program_json, type=Program)
+    security = GatewaySecurity(
+        redis_url=options.redis_url,
+        key_prefix=options.key_prefix,
+        settings=msgspec.json.decode(options.security_json, type=SecuritySettings),
+    )
     ray.init(
         address=options.ray_address,
         namespace=options.namespace,
@@ -122,7 +162,12 @@ def worker_main(argv: list[str] | None = None) -> int:
     try:
         actors = [ray.get_actor(name) for name in options.actors.split(",")]
         tune_gc()
-        uvloop.run(_serve_until_signal(Gateway(router_for(actors), host=options.host, port=options.port, program=program)))
+        rules = GatewayRules(redis_url=options.redis_url, key_prefix=options.key_prefix, program=program)
+        gateway = Gateway(
+            router_for(actors, rules.live), host=options.host, port=options.port, program=program,
+            security=security, admin=rules.servicer(keys=security.key_admin, audit=security.audit),
+        )
+        uvloop.run(_serve_until_signal(gateway, rules))
     finally:
         ray.shutdown()
     return 0

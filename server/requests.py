@@ -26,6 +26,7 @@ from loyalty.actors.ledger.limits import (
     RESERVATION_TTL_S_MAX,
 )
 from loyalty.server.errors import FieldViolation
+from loyalty.server.limits import PAGE_TOKEN_LENGTH_MAX
 from loyalty.v1 import loyalty_pb2 as pb
 
 
@@ -251,6 +252,8 @@ def encode_page_token(member_id: str, before_seq: int) -> str:
 
 def decode_page_token(member_id: str, token: str) -> int:
     """The transaction sequence a page token continues before."""
+    if len(token) > PAGE_TOKEN_LENGTH_MAX:  # ours are a number and an id, base64
+        raise FieldViolation("page_token", "is not a token this server issued")
     try:
         text = base64.urlsafe_b64decode(token.encode()).decode()
         seq_text, _, owner = text.partition(":")

@@ -17,6 +17,7 @@ from loyalty.actors.shard import ShardSettings, make_shard_actor
 from loyalty.server.batcher import ShardBatcher
 from loyalty.server.errors import GatewayError
 from loyalty.server.limits import SHARD_CALL_OPERATIONS_MAX, SHARD_QUEUE_OPERATIONS_MAX
+from loyalty.server.rules_store import LiveRulesVersion
 
 
 def classify_shard_error(error: BaseException) -> GatewayError | None:
@@ -85,12 +86,15 @@ def start_shard_actors(template: ShardSettings, names: list[str], *, namespace: 
     return actors
 
 
-def router_for(actors: list) -> ShardRouter:
-    """A router with one bounded batcher per actor."""
+def router_for(actors: list, rules: LiveRulesVersion | None = None) -> ShardRouter:
+    """A router with one bounded batcher per actor. Each shard call carries the rules
+    version ``rules`` holds when the call is sent, so a whole batch is evaluated with
+    one version (the shard installs it first if it is newer than its own)."""
+    live = rules if rules is not None else LiveRulesVersion()
 
     def caller(actor):
         async def call(payload: bytes) -> bytes:
-            return await actor.apply.remote(payload)
+            return await actor.apply.remote(payload, live.version)
 
         return call
 

@@ -127,3 +127,50 @@ def stub(loyalty_server: ServerThread):
 def member_id() -> str:
     """A member id no other test uses."""
     return f"m-{uuid.uuid4().hex[:12]}"
+
+
+# --------------------------------------------------------------------------- API keys
+
+
+class SecuredServer:
+    """A running ServerThread with one API key per role seeded from config; the
+    secrets are in ``secrets`` (by role) and ``key_ids`` (by role)."""
+
+    ROLES = ("pos", "ecommerce", "analytics", "admin")
+
+    def __init__(self, redis_url: str, **overrides) -> None:
+        from loyalty.server.keys import hash_secret, new_secret
+        from loyalty.server.security_config import ApiKeySeed
+
+        self.secrets = {role: new_secret() for role in self.ROLES}
+        seeds = tuple(
+            ApiKeySeed(name=f"{role}-key", role=role, secret_sha256=hash_secret(secret))
+            for role, secret in self.secrets.items()
+        ) + tuple(overrides.pop("extra_seeds", ()))
+        self.key_ids = {seed.role: seed.resolved_key_id() for seed in seeds[: len(self.ROLES)]}
+        prefix = f"test-{uuid.uuid4().hex}"
+        self.thread = ServerThread(server_config(redis_url, prefix, api_keys=seeds, **overrides)).start()
+        self.key_prefix = prefix
+        self.redis_url = redis_url
+
+    @property
+    def target(self) -> str:
+        return self.thread.target
+
+    @staticmethod
+    def metadata(secret: str) -> tuple[tuple[str, str], ...]:
+        """Call metadata carrying this secret."""
+        return (("authorization", f"Bearer {secret}"),)
+
+    def stop(self) -> None:
+        self.thread.stop()
+
+
+@pytest.fixture(scope="module")
+def secured_server(ray_session, redis_server: EmbeddedRedis) -> Iterator[SecuredServer]:
+    """A server with authentication on: one key per role (see SecuredServer)."""
+    running = SecuredServer(redis_server.url)
+    try:
+        yield running
+    finally:
+        running.stop()

@@ -41,6 +41,16 @@ from loyalty.actors.ledger.currency import minor_digits
 from loyalty.actors.ledger.ledger import balance_of, conservation_holds
 from loyalty.actors.ledger.outcomes import BalanceView, Outcome, TransactionView
 from loyalty.actors.ledger.program import CompiledProgram, Program
+from loyalty.actors.ledger.rules import (
+    Rule,
+    RuleBudget,
+    RuleCaps,
+    RuleConditions,
+    RuleEffect,
+    RuleSet,
+    RuleStacking,
+    compile_rules,
+)
 from loyalty.actors.ledger.status import Status
 
 SECOND = 1_000
@@ -183,6 +193,7 @@ class LedgerMachine(RuleBasedStateMachine):
         self.kept_until: dict[tuple[str, str], int] = {}  # purchases kept for returns (0: forever)
         self.fresh_ids = itertools.count(1)
         self.healthy = True  # false while a batch is under way (teardown then checks nothing)
+        self.budget = None  # the campaign budget owner (RulesMachine has one)
 
     # -------------------------------------------------------------- sending, with the model
 
@@ -229,7 +240,7 @@ class LedgerMachine(RuleBasedStateMachine):
             expected_answers.append(key)
             plans.append(("fresh_existing" if was_member else "fresh_new", entry))
 
-        raw_outcomes, record = self.core.apply_batch(list(commands), self.now)
+        raw_outcomes, record = self.core.apply_batch(list(commands), self.now, self.budget)
 
         outcomes = [codec.decode_outcome(raw) for raw in raw_outcomes]
         for index, (command, (plan, entry), raw, outcome) in enumerate(
@@ -307,7 +318,7 @@ class LedgerMachine(RuleBasedStateMachine):
             assert outcome.status == (Status.MEMBER_ALREADY_EXISTS if existed else Status.OK), outcome
         elif isinstance(command, c.Earn):
             assert outcome.status == Status.OK
-            assert outcome.points == expected_earn_points(command), (command, outcome)
+            self._check_earn_points(command, outcome)
             assert len(outcome.lines) == len(command.lines)
             assert sum(points for _, points in outcome.lines) == outcome.points
             assert all(points >= 0 for _, points in outcome.lines)
@@ -331,6 +342,11 @@ class LedgerMachine(RuleBasedStateMachine):
             assert 0 <= outcome.debt <= outcome.points
             if not self.program.reversal_creates_debt:
                 assert outcome.debt == 0
+
+    def _check_earn_points(self, command: c.Earn, outcome: Outcome) -> None:
+        """Without rules, the program's rate alone (a subclass checks rules)."""
+        assert outcome.points == expected_earn_points(command), (command, outcome)
+        assert outcome.rules_version == 0 and outcome.awards == () and outcome.limits == ()
 
     def _journal(self, record: e.JournalRecord) -> None:
         """Keep a record; it must survive the codec and replay to the live state."""
@@ -600,6 +616,118 @@ class CapMachine(LedgerMachine):
     )
 
 
+class FakeBudgetOwner:
+    """Campaign budgets not yet granted to the shard, leased in chunks."""
+
+    def __init__(self, totals: dict[str, int], chunk: int) -> None:
+        self.remaining = dict(totals)
+        self.chunk = chunk
+
+    def lease(self, budget_key: str, points_needed: int) -> int:
+        granted = min(self.remaining[budget_key], max(points_needed, self.chunk))
+        self.remaining[budget_key] -= granted
+        return granted
+
+    def available(self, budget_key: str) -> int:
+        return self.remaining[budget_key]
+
+
+def _rule_versions(program: CompiledProgram):
+    """Two live versions that differ: caps, a budget, stacking, every effect kind."""
+    first = (
+        Rule(rule_id="double", priority=5, effect=RuleEffect(multiplier="2"), caps=RuleCaps(per_member_day=40)),
+        Rule(
+            rule_id="cat",
+            priority=4,
+            conditions=RuleConditions(skus=("a",)),
+            effect=RuleEffect(points_per_unit="0.5", target="basket", rounding="up"),
+            stacking=RuleStacking(exclusive_group="g", multiplier_ceiling="2.5"),
+        ),
+        Rule(
+            rule_id="camp",
+            effect=RuleEffect(bonus_points=7),
+            budget=RuleBudget(total_points=60),
+            caps=RuleCaps(per_member_lifetime=20),
+        ),
+        Rule(rule_id="first", conditions=RuleConditions(first_purchase=True), effect=RuleEffect(bonus_points=3)),
+    )
+    second = (
+        Rule(rule_id="triple-b", conditions=RuleConditions(skus=("b",)), effect=RuleEffect(multiplier="3", rounding="half_up")),
+        Rule(rule_id="camp", effect=RuleEffect(bonus_points=11), budget=RuleBudget(total_points=60)),
+        Rule(rule_id="tx", effect=RuleEffect(points_per_unit="2"), caps=RuleCaps(per_transaction=15, per_member_week=30)),
+    )
+    return [
+        compile_rules(RuleSet(version=1, rules=first, budget_keys={"camp": "camp-1"}), program),
+        compile_rules(RuleSet(version=2, rules=second, budget_keys={"camp": "camp-2"}), program),
+    ]
+
+
+class RulesMachine(LedgerMachine):
+    """The same machine with rules installed (two versions, switched at random), cap
+    counters and two campaign budgets with a fake owner. Checks, besides everything
+    LedgerMachine checks: the breakdown adds up, SimulateEarn equals the Earn that
+    follows it, a budget is never overspent, returned budget goes back."""
+
+    BUDGETS = {"camp-1": 60, "camp-2": 60}
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.versions = _rule_versions(self.program)
+        self.core.install_rules(self.versions[0])
+        self.budget = FakeBudgetOwner(self.BUDGETS, chunk=15)
+        self.spent = dict.fromkeys(self.BUDGETS, 0)
+
+    def _check_earn_points(self, command: c.Earn, outcome: Outcome) -> None:
+        assert outcome.points >= expected_earn_points(command)
+        assert outcome.rules_version == self.core.rules_version
+        if outcome.awards:
+            assert sum(award[3] for award in outcome.awards) == outcome.points
+        else:
+            assert outcome.points == expected_earn_points(command)
+        assert all(cut > 0 for _, _, cut in outcome.limits)
+
+    def _journal(self, record: e.JournalRecord) -> None:
+        super()._journal(record)
+        for event in record.events:
+            if isinstance(event, e.Earned):
+                for key, points in event.budgets:
+                    self.spent[key] += points
+            elif isinstance(event, e.BudgetReturned):
+                self.budget.remaining[event.budget_key] += event.points
+        held = self.core.budget_balances()
+        for key, total in self.BUDGETS.items():
+            assert self.spent[key] + held.get(key, 0) + self.budget.remaining[key] == total
+            assert self.spent[key] <= total
+
+    @rule(version=st.sampled_from([0, 1, None]))
+    def change_rules(self, version) -> None:
+        self.core.install_rules(None if version is None else self.versions[version])
+
+    @rule(data=st.data())
+    def return_unused_budget(self, data) -> None:
+        keep = data.draw(st.sampled_from([set(), {"camp-1"}, {"camp-2"}]))
+        record, returned = self.core.return_budgets(keep, now_ms=self.now)
+        assert (record is None) == (not returned)
+        assert all(key not in keep for key in returned)
+        if record is not None:
+            self._journal(record)
+
+    @rule(member_id=members, currency=st.sampled_from(CURRENCIES), lines=lines)
+    def simulate_then_earn(self, member_id, currency, lines) -> None:
+        if member_id not in self.enrolled:
+            return
+        before = self.core.state_bytes()
+        owner_before = dict(self.budget.remaining)
+        raw, record = self.core.apply_batch([c.SimulateEarn(member_id, "", currency, lines, "web", "s1")], self.now, self.budget)
+        if record is not None:  # time-driven settling (expiry) happens on reads too
+            self._journal(record)
+            before = self.core.state_bytes()
+        assert self.core.state_bytes() == before and self.budget.remaining == owner_before
+        simulated = codec.decode_outcome(raw[0])
+        (real,) = self.send(c.Earn(member_id, None, currency, lines, "web", "s1", 0))
+        assert simulated == real
+
+
 MACHINE_SETTINGS = settings(
     max_examples=150,
     stateful_step_count=50,
@@ -614,6 +742,10 @@ def test_state_machine_with_return_window_expiry_and_debt():
 
 def test_state_machine_with_capped_returns_and_no_expiry():
     run_state_machine_as_test(CapMachine, settings=MACHINE_SETTINGS)
+
+
+def test_state_machine_with_rules_caps_and_budgets():
+    run_state_machine_as_test(RulesMachine, settings=MACHINE_SETTINGS)
 
 
 # ---------------------------------------------------------------------- codec round trips
@@ -656,7 +788,7 @@ records = st.builds(
 
 def test_every_event_type_is_generated():
     assert set(EVENT_TYPES) >= {e.Enrolled, e.Earned, e.Reserved, e.Pruned, e.Failed}
-    assert len(EVENT_TYPES) == 12
+    assert len(EVENT_TYPES) == 14
 
 
 @settings(max_examples=150, deadline=None)

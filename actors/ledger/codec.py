@@ -21,7 +21,10 @@ from loyalty.actors.ledger.state import Member
 SNAPSHOT_MEMBERS_PER_CHUNK = 10_000
 
 # 2: purchases kept for returns hold their lines as msgpack bytes.
-SNAPSHOT_FORMAT_VERSION = 2
+# 3: the header carries the shard's campaign budget balances; members may carry cap
+#    counters. Format 2 snapshots are still read (no budgets, no counters).
+SNAPSHOT_FORMAT_VERSION = 3
+_SNAPSHOT_FORMATS_READ = (2, 3)
 
 _encoder = msgspec.msgpack.Encoder()
 encode = _encoder.encode
@@ -39,6 +42,8 @@ class SnapshotHeader(msgspec.Struct, frozen=True, array_like=True):
     seq: int
     now_ms: int
     member_count: int
+    budgets: dict[str, int] = {}
+    """Campaign budget points the shard holds, unspent, by budget key."""
 
 
 _header_decoder = msgspec.msgpack.Decoder(SnapshotHeader)
@@ -80,9 +85,11 @@ def decode_record(payload: bytes) -> JournalRecord:
     return _record_decoder.decode(payload)
 
 
-def snapshot_chunks(members: dict[str, Member], seq: int, now_ms: int) -> Iterator[bytes]:
+def snapshot_chunks(
+    members: dict[str, Member], seq: int, now_ms: int, budgets: dict[str, int] | None = None
+) -> Iterator[bytes]:
     """The shard state as of journal seq: a header chunk, then member chunks."""
-    yield encode(SnapshotHeader(SNAPSHOT_FORMAT_VERSION, seq, now_ms, len(members)))
+    yield encode(SnapshotHeader(SNAPSHOT_FORMAT_VERSION, seq, now_ms, len(members), dict(budgets or {})))
     batch: list[Member] = []
     for member in members.values():
         batch.append(member)
@@ -96,7 +103,7 @@ def snapshot_chunks(members: dict[str, Member], seq: int, now_ms: int) -> Iterat
 def load_snapshot_chunks(chunks: list[bytes]) -> tuple[SnapshotHeader, dict[str, Member]]:
     """Rebuild the state written by snapshot_chunks."""
     header = _header_decoder.decode(chunks[0])
-    if header.format_version != SNAPSHOT_FORMAT_VERSION:
+    if header.format_version not in _SNAPSHOT_FORMATS_READ:
         raise ValueError(f"snapshot format {header.format_version} is not supported")
     members: dict[str, Member] = {}
     for chunk in chunks[1:]:

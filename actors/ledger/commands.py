@@ -112,7 +112,20 @@ class GetOperation(_Command, frozen=True, tag="get_operation"):
     request_id: str = ""
 
 
+class SimulateEarn(_Command, frozen=True, tag="simulate_earn"):
+    """Read: the Outcome an Earn with these fields would get now, changing nothing
+    (request_id may be empty; when it names a stored request, that request's outcome
+    or a conflict is what an Earn would get, so that is the answer)."""
+
+    request_id: str = ""
+    currency: str = ""
+    lines: tuple[Line, ...] = ()
+    channel: str = ""
+    store_id: str = ""
+    occurred_at_ms: int = 0
+
+
 Mutation = EnrollMember | Earn | Redeem | Reserve | Capture | Release | Reverse | Adjust
-Command = Mutation | GetMember | GetBalance | ListTransactions | GetOperation
+Command = Mutation | GetMember | GetBalance | ListTransactions | GetOperation | SimulateEarn
 
 MUTATION_TYPES = (EnrollMember, Earn, Redeem, Reserve, Capture, Release, Reverse, Adjust)

@@ -2,7 +2,13 @@
 
 ``apply_batch`` returns the batch's outcomes and the journal record that must be
 durable before any outcome is shown to anyone. ``replay`` applies a record read back
-from a journal. Both are pure: the caller supplies the time.
+from a journal. Both are pure: the caller supplies the time (and, for budgeted rules,
+the budget owner).
+
+Rules are installed between batches (``install_rules``); a whole batch is evaluated
+with one version, and every earn records that version. Campaign budgets are held per
+shard in chunks leased from their owner (``BudgetLeased`` events, journaled in the
+batch that leased them) and given back with ``return_budgets``.
 """
 
 from __future__ import annotations
@@ -10,10 +16,13 @@ from __future__ import annotations
 import msgspec
 
 from loyalty.actors.ledger import codec
+from loyalty.actors.ledger import events as e
 from loyalty.actors.ledger.commands import Command
 from loyalty.actors.ledger.events import Event, JournalRecord
 from loyalty.actors.ledger.ledger import Ledger
 from loyalty.actors.ledger.program import CompiledProgram
+from loyalty.actors.ledger.rules.budget import BudgetSource
+from loyalty.actors.ledger.rules.compiler import CompiledRules
 
 
 class ShardCore:
@@ -26,16 +35,56 @@ class ShardCore:
         self.now_ms = 0
         """The shard clock: never goes backwards, whatever the wall clock does."""
 
-    def apply_batch(self, commands: list[Command], now_ms: int) -> tuple[list[bytes], JournalRecord | None]:
+    def install_rules(self, compiled: CompiledRules | None) -> None:
+        """Evaluate earns from the next batch on with these rules (None: the base
+        program only). Call between batches."""
+        self.ledger.rules = compiled
+
+    @property
+    def rules_version(self) -> int:
+        """The installed rule-set version (0 when none)."""
+        return self.ledger.rules.version if self.ledger.rules is not None else 0
+
+    def apply_batch(
+        self, commands: list[Command], now_ms: int, budget: BudgetSource | None = None
+    ) -> tuple[list[bytes], JournalRecord | None]:
         """Apply commands in order. Returns encoded outcomes and the record to journal
-        (None when the batch changed nothing, e.g. only reads)."""
+        (None when the batch changed nothing, e.g. only reads). ``budget`` is asked for
+        campaign budget an earn needs beyond what the shard holds."""
         self.now_ms = max(self.now_ms, now_ms)
         events: list[Event] = []
-        outcomes = [self.ledger.execute(command, self.now_ms, events) for command in commands]
+        self.ledger.budget_source = budget
+        try:
+            outcomes = [self.ledger.execute(command, self.now_ms, events) for command in commands]
+        finally:
+            self.ledger.budget_source = None
         if not events:
             return outcomes, None
         self.seq += 1
         return outcomes, JournalRecord(self.seq, self.now_ms, tuple(events))
+
+    def return_budgets(
+        self, keep: set[str], now_ms: int | None = None
+    ) -> tuple[JournalRecord | None, dict[str, int]]:
+        """Zero every local budget balance whose key is not in ``keep``. Returns the
+        record to journal (None: nothing to return) and {budget key: points}. Journal
+        the record first and give the points back only after that succeeded: a crash
+        in between loses them (a budget is never overspent, at worst underspent).
+        ``now_ms`` moves the shard clock first (None: the time of the last batch)."""
+        returned = {key: points for key, points in self.ledger.budgets.items() if points and key not in keep}
+        if not returned:
+            return None, {}
+        if now_ms is not None:
+            self.now_ms = max(self.now_ms, now_ms)
+        events = [e.BudgetReturned("", self.now_ms, budget_key=key, points=points) for key, points in returned.items()]
+        for event in events:
+            self.ledger.apply(event)
+        self.seq += 1
+        return JournalRecord(self.seq, self.now_ms, tuple(events)), returned
+
+    def budget_balances(self) -> dict[str, int]:
+        """Campaign budget points this shard holds, unspent, by budget key."""
+        return {key: points for key, points in self.ledger.budgets.items() if points}
 
     def replay(self, record: JournalRecord) -> None:
         """Apply a journaled record during recovery."""
@@ -48,15 +97,16 @@ class ShardCore:
 
     def snapshot_chunks(self):
         """The state as snapshot chunks (see codec.snapshot_chunks)."""
-        return codec.snapshot_chunks(self.ledger.members, self.seq, self.now_ms)
+        return codec.snapshot_chunks(self.ledger.members, self.seq, self.now_ms, self.budget_balances())
 
     def load_snapshot(self, chunks: list[bytes]) -> None:
         """Replace the state with a snapshot's."""
         header, members = codec.load_snapshot_chunks(chunks)
         self.ledger.members = members
+        self.ledger.budgets = dict(header.budgets)
         self.seq = header.seq
         self.now_ms = header.now_ms
 
     def state_bytes(self) -> bytes:
         """The whole state, encoded: equal bytes mean equal states (for tests)."""
-        return msgspec.msgpack.encode((self.seq, self.ledger.members))
+        return msgspec.msgpack.encode((self.seq, self.ledger.members, sorted(self.budget_balances().items())))

@@ -49,7 +49,12 @@ class Earned(_Answer, frozen=True, tag="earned"):
     expires_at_ms: int = 0
     pending_until_ms: int = 0
     keep_until_ms: int = 0
-    lines: tuple[tuple[str, int, int], ...] = ()  # (sku, quantity, points)
+    lines: tuple[tuple[str, int, int], ...] = ()  # (sku, quantity, points): totals, all sources
+    rules_version: int = 0  # the rule-set version the earn was evaluated with (0: none)
+    awards: tuple[tuple[str, int, str, int, str], ...] = ()  # (rule_id, line, sku, points, effect)
+    limits: tuple[tuple[str, str, int], ...] = ()  # (rule_id, limit, points cut)
+    counters: tuple[tuple[str, int, int], ...] = ()  # cap counters set: (key, period, points); period -1 deletes
+    budgets: tuple[tuple[str, int], ...] = ()  # (budget key, points spent from the shard's balance)
 
 
 class Redeemed(_Answer, frozen=True, tag="redeemed"):
@@ -117,6 +122,22 @@ class Pruned(_Event, frozen=True, tag="pruned"):
     outcomes_before_ms: int = 0
 
 
+class BudgetLeased(_Event, frozen=True, tag="budget_leased"):
+    """The shard took points of a campaign budget from its owner (member_id is empty:
+    a shard-level event). Journaled before the earn that spends them."""
+
+    budget_key: str = ""
+    points: int = 0
+
+
+class BudgetReturned(_Event, frozen=True, tag="budget_returned"):
+    """The shard gives its unspent balance of a budget back to the owner (after this
+    record is journaled; member_id is empty)."""
+
+    budget_key: str = ""
+    points: int = 0
+
+
 Event = (
     Enrolled
     | Earned
@@ -130,6 +151,8 @@ Event = (
     | LotExpired
     | ReservationExpired
     | Pruned
+    | BudgetLeased
+    | BudgetReturned
 )
 
 

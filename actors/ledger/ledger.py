@@ -30,6 +30,9 @@ from loyalty.actors.ledger.limits import (
 )
 from loyalty.actors.ledger.outcomes import BalanceView, MemberView, Outcome, TransactionView
 from loyalty.actors.ledger.program import CompiledProgram
+from loyalty.actors.ledger.rules.budget import BudgetSource
+from loyalty.actors.ledger.rules.compiler import CompiledRules
+from loyalty.actors.ledger.rules.evaluation import evaluate_earn
 from loyalty.actors.ledger.state import (
     EarnLine,
     EarnRecord,
@@ -44,6 +47,7 @@ from loyalty.actors.ledger.status import Status
 
 _encode = msgspec.msgpack.Encoder().encode
 _decode_earn_lines = msgspec.msgpack.Decoder(list[EarnLine]).decode
+_decode_member = msgspec.msgpack.Decoder(Member).decode
 _NEVER_MS = 1 << 62  # sort key for lots that never expire
 
 
@@ -135,8 +139,13 @@ class Ledger:
     def __init__(self, program: CompiledProgram) -> None:
         self.program = program
         self.members: dict[str, Member] = {}
+        self.rules: CompiledRules | None = None
+        """The rules earns are evaluated with (None: the base program only)."""
+        self.budgets: dict[str, int] = {}
+        """Campaign budget points leased to this shard and not yet spent, by key."""
+        self.budget_source: BudgetSource | None = None
+        """The budget owner, set for the duration of a batch."""
         self._deciders: dict[type, Callable] = {
-            c.Earn: self._decide_earn,
             c.Redeem: self._decide_redeem,
             c.Reserve: self._decide_reserve,
             c.Capture: self._decide_capture,
@@ -149,6 +158,7 @@ class Ledger:
             c.GetBalance: self._read_balance,
             c.ListTransactions: self._read_transactions,
             c.GetOperation: self._read_operation,
+            c.SimulateEarn: self._read_simulated_earn,
         }
         self._evolvers: dict[type, Callable] = {
             e.Enrolled: self._evolve_enrolled,
@@ -163,6 +173,8 @@ class Ledger:
             e.LotExpired: self._evolve_lot_expired,
             e.ReservationExpired: self._evolve_reservation_expired,
             e.Pruned: self._evolve_pruned,
+            e.BudgetLeased: self._evolve_budget_leased,
+            e.BudgetReturned: self._evolve_budget_returned,
         }
 
     # ------------------------------------------------------------------ entry points
@@ -189,7 +201,11 @@ class Ledger:
                 now_ms,
                 "this request_id was used before with a different payload",
             )
-        event = self._deciders[type(command)](command, member, now_ms, digest)
+        if type(command) is c.Earn:
+            take_budget = self._budget_taker(now_ms, events) if self.rules is not None else None
+            event = self._decide_earn(command, member, now_ms, digest, take_budget)
+        else:
+            event = self._deciders[type(command)](command, member, now_ms, digest)
         return self._emit(event, events)
 
     def apply(self, event: e.Event) -> bytes | None:
@@ -284,7 +300,56 @@ class Ledger:
 
     # ------------------------------------------------------------------ earn
 
-    def _decide_earn(self, command: c.Earn, member: Member, now_ms: int, digest: int) -> e.Event:
+    def _budget_taker(self, now_ms: int, events: list[e.Event]) -> Callable[[str, int], int]:
+        """take(key, points) for one earn: spends the shard's balance, leasing more from
+        the owner when short (a BudgetLeased event, emitted before the earn's)."""
+        source = self.budget_source
+        spent: dict[str, int] = {}
+
+        def take(key: str, points: int) -> int:
+            held = self.budgets.get(key, 0) - spent.get(key, 0)
+            if held < points and source is not None:
+                leased = source.lease(key, points - held)
+                assert leased >= 0, "a lease never takes points away"
+                if leased:
+                    self._emit(e.BudgetLeased("", now_ms, budget_key=key, points=leased), events)
+                    held += leased
+            taken = min(points, held)
+            spent[key] = spent.get(key, 0) + taken
+            return taken
+
+        return take
+
+    def _budget_peeker(self) -> tuple[Callable[[str, int], int], dict[str, int]]:
+        """take(key, points) for a simulated earn: what a real earn would get, leasing
+        nothing (the owner's available points stand in for a lease), and the points
+        it would have had to lease, by key."""
+        source = self.budget_source
+        spent: dict[str, int] = {}
+        borrowed: dict[str, int] = {}
+
+        def take(key: str, points: int) -> int:
+            held = self.budgets.get(key, 0) + borrowed.get(key, 0) - spent.get(key, 0)
+            if held < points and source is not None:
+                extra = min(points - held, source.available(key))
+                borrowed[key] = borrowed.get(key, 0) + extra
+                held += extra
+            taken = min(points, held)
+            spent[key] = spent.get(key, 0) + taken
+            return taken
+
+        return take, borrowed
+
+    def _decide_earn(
+        self,
+        command: c.Earn,
+        member: Member,
+        now_ms: int,
+        digest: int,
+        take_budget: Callable[[str, int], int] | None,
+    ) -> e.Event:
+        """The Earned event (or a stored failure). ``take_budget`` grants campaign
+        budget (see _budget_taker); None only when no rules are installed."""
         if command.request_id in member.earns:
             # Its outcome was forgotten, but the purchase is still kept for returns:
             # earning again would pay twice and hide the original from returns.
@@ -297,6 +362,18 @@ class Ledger:
             )
         rate = self.program.points_per_minor(command.currency)
         points, shares = attribute_points([line.amount_minor for line in command.lines], rate)
+        explained = {}
+        if self.rules is not None:
+            decision = evaluate_earn(self.rules, command, member, now_ms, shares, take_budget)
+            shares = decision.line_points
+            points = sum(shares)
+            explained = {
+                "rules_version": self.rules.version,
+                "awards": decision.awards,
+                "limits": decision.limits,
+                "counters": decision.counters,
+                "budgets": decision.budgets,
+            }
         debt_repaid = min(points, member.debt)
         expires_at_ms = self.program.expires_at_ms(now_ms)
         pending_until_ms = now_ms + self.program.return_window_ms
@@ -316,6 +393,7 @@ class Ledger:
                 (line.sku, line.quantity, share)
                 for line, share in zip(command.lines, shares, strict=True)
             ),
+            **explained,
         )
 
     def _evolve_earned(self, event: e.Earned) -> bytes:
@@ -327,6 +405,15 @@ class Ledger:
             _insert_lot(
                 member, Lot(event.lot_id, lot_points, event.expires_at_ms, event.pending_until_ms)
             )
+        if event.counters:
+            _set_counters(member, event.counters)
+        for key, points in event.budgets:
+            left = self.budgets[key] - points
+            assert left >= 0, f"budget {key!r} overspent"
+            if left:
+                self.budgets[key] = left
+            else:
+                del self.budgets[key]
         member.earns[event.request_id] = EarnRecord(
             event.lot_id,
             event.keep_until_ms,
@@ -343,6 +430,9 @@ class Ledger:
             expires_at_ms=event.expires_at_ms,
             available_at_ms=event.pending_until_ms if pending else event.at_ms,
             lines=tuple((sku, points) for sku, _, points in event.lines),
+            rules_version=event.rules_version,
+            awards=event.awards,
+            limits=event.limits,
         )
 
     # ------------------------------------------------------------------ redeem
@@ -644,6 +734,16 @@ class Ledger:
         _record(member, "", TransactionKind.EXPIRE, -event.points, event.at_ms)
         return None
 
+    def _evolve_budget_leased(self, event: e.BudgetLeased) -> None:
+        assert event.points > 0
+        self.budgets[event.budget_key] = self.budgets.get(event.budget_key, 0) + event.points
+        return None
+
+    def _evolve_budget_returned(self, event: e.BudgetReturned) -> None:
+        held = self.budgets.pop(event.budget_key, 0)
+        assert held == event.points, f"returning {event.points} of budget {event.budget_key!r}, holding {held}"
+        return None
+
     def _evolve_pruned(self, event: e.Pruned) -> None:
         member = self.members[event.member_id]
         cutoff_ms = event.outcomes_before_ms
@@ -690,6 +790,42 @@ class Ledger:
                 next_before_seq=next_before_seq,
             )
         )
+
+    def _read_simulated_earn(self, command: c.SimulateEarn, member: Member, now_ms: int) -> bytes:
+        """The outcome the equivalent Earn would get now, worked out on a scratch copy
+        of the member and of the budget balances, which are then put back."""
+        earn = c.Earn(
+            command.member_id,
+            command.request_id,
+            command.currency,
+            command.lines,
+            command.channel,
+            command.store_id,
+            command.occurred_at_ms,
+        )
+        digest = fingerprint(earn)
+        if earn.request_id:
+            stored = member.outcomes.get(earn.request_id)
+            if stored is not None:
+                if stored.fingerprint == digest:
+                    return stored.outcome
+                return _failure(
+                    earn,
+                    Status.REQUEST_ID_CONFLICT,
+                    now_ms,
+                    "this request_id was used before with a different payload",
+                )
+        take_budget, borrowed = self._budget_peeker()
+        event = self._decide_earn(earn, member, now_ms, digest, take_budget)
+        budgets = dict(self.budgets)
+        for key, points in borrowed.items():
+            self.budgets[key] = self.budgets.get(key, 0) + points
+        self.members[member.member_id] = _decode_member(_encode(member))
+        try:
+            return self.apply(event)
+        finally:
+            self.members[member.member_id] = member
+            self.budgets = budgets
 
     def _read_operation(self, command: c.GetOperation, member: Member, now_ms: int) -> bytes:
         stored = member.outcomes.get(command.request_id)
@@ -750,6 +886,17 @@ def _first_earn_done(member: Member, now_ms: int) -> bool:
         return False
     kept_until_ms = next(iter(member.earns.values())).kept_until_ms
     return 0 < kept_until_ms <= now_ms
+
+
+def _set_counters(member: Member, counters: tuple[tuple[str, int, int], ...]) -> None:
+    """Set (or, for period -1, delete) a member's cap counters; None when none are left."""
+    table = member.counters if member.counters is not None else {}
+    for key, period, points in counters:
+        if period < 0:
+            table.pop(key, None)
+        else:
+            table[key] = (period, points)
+    member.counters = table or None
 
 
 def _insert_lot(member: Member, lot: Lot) -> None:

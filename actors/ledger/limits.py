@@ -36,3 +36,18 @@ NEXT_EXPIRATIONS_MAX = 3
 
 # Open reservations per member: a member at a handful of tills at once, not thousands.
 RESERVATIONS_PER_MEMBER_MAX = 64
+
+# Rules: a live rule set is evaluated for every earn, so its size bounds the cost of an
+# earn (about 1 us per applicable rule); a thousand is far beyond any weekly campaign plan.
+RULES_MAX = 1_000
+RULE_NAME_LENGTH_MAX = 256
+# Values in one condition list (SKUs, stores, ...): matched through a set, so the cost is
+# memory, not time; larger product lists belong in categories.
+RULE_CONDITION_VALUES_MAX = 10_000
+RULE_TIME_WINDOWS_MAX = 16
+# Decimal strings such as "1.5": long enough for any sensible rate, short enough that
+# exact fractions stay small integers.
+RULE_DECIMAL_LENGTH_MAX = 20
+# A rate or factor past these is a typo, and would bring points near POINTS_MAX.
+RULE_POINTS_PER_UNIT_MAX = 1_000
+RULE_MULTIPLIER_MAX = 100

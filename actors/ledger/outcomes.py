@@ -52,7 +52,8 @@ class Outcome(msgspec.Struct, frozen=True, array_like=True, omit_defaults=True):
 
     - every mutation: status, kind, at_ms, and on success balance;
     - enroll / get_member: member (+ balance);
-    - earn: points, debt (repaid), expires_at_ms, available_at_ms, lines;
+    - earn (and simulate_earn): points, debt (repaid), expires_at_ms, available_at_ms,
+      lines (total points per line), rules_version, awards, limits;
     - redeem: points; reserve: points, reservation_id, expires_at_ms;
     - capture: points (captured), released; release: released;
     - reverse: points (reversed), debt (added);

@@ -119,3 +119,6 @@ class Member(msgspec.Struct, array_like=True, gc=False):
     """Sum of lots[].points, kept as the lots change (balance views are O(1))."""
     pending_until_max_ms: int = 0
     """Latest pending_until_ms of any lot ever added: at or before now, nothing is pending."""
+    counters: dict[str, tuple[int, int]] | None = None
+    """Cap counters of rules this member earned from: "rule_id/d|w|m|l" -> (period key,
+    points granted in that period). None (8 bytes) for members without capped earns."""

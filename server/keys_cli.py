@@ -1,0 +1,343 @@
+"""``loyalty keys ...``: make, list, rotate and revoke API keys, read the audit log.
+
+By default it talks to a running server through AdminService (``--target``, with an
+admin key from ``--api-key`` or ``$LOYALTY_API_KEY``; none is needed while the server
+has no keys, on loopback). With ``--redis-url`` it writes to Redis directly instead:
+the way to make the first admin key of a deployment whose Redis you run yourself.
+``loyalty keys generate`` makes a secret and its hash for ``[[api_keys]]`` in the
+config file, without any server.
+
+A new secret is printed once, on its own line, and nowhere else.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import pathlib
+import sys
+import time
+
+from loyalty.server.security_config import ROLES, check_key_name, check_scope
+
+_ROLE_FLAG_HELP = "pos, ecommerce, analytics or admin"
+
+
+def add_parser(subcommands) -> None:
+    """Register ``keys`` and its subcommands."""
+    parser = subcommands.add_parser(
+        "keys",
+        help="create, list, rotate and revoke API keys; read the audit log",
+        description="Manage API keys through a running server's AdminService (default), "
+        "or directly in Redis with --redis-url.",
+    )
+    actions = parser.add_subparsers(dest="keys_command", required=True)
+
+    def connection(sub) -> None:
+        sub.add_argument(
+            "--target",
+            default=os.environ.get("LOYALTY_TARGET", "127.0.0.1:50051"),
+            help="server host:port (default $LOYALTY_TARGET, else 127.0.0.1:50051)",
+        )
+        sub.add_argument("--api-key", default=None, help="admin key (default $LOYALTY_API_KEY)")
+        sub.add_argument("--tls-ca", type=pathlib.Path, help="PEM roots to trust: connect with TLS")
+        sub.add_argument("--tls-cert", type=pathlib.Path, help="client certificate (PEM), for mutual TLS")
+        sub.add_argument("--tls-key", type=pathlib.Path, help="client private key (PEM), for mutual TLS")
+        sub.add_argument("--tls-server-name", help="name to check the server certificate against")
+        sub.add_argument("--redis-url", default="", help="write to this Redis directly instead of a server")
+        sub.add_argument(
+            "--key-prefix", default="loyalty", help="Redis key prefix with --redis-url (default loyalty)"
+        )
+        sub.add_argument("--json", action="store_true", help="print JSON")
+
+    create = actions.add_parser("create", help="make a key; prints its secret once")
+    create.add_argument("--name", required=True, help="who holds it, e.g. till-berlin-1")
+    create.add_argument("--role", required=True, choices=ROLES, help=_ROLE_FLAG_HELP)
+    create.add_argument(
+        "--channel", action="append", default=[], help="limit purchases to this channel (repeatable)"
+    )
+    create.add_argument(
+        "--store", action="append", default=[], help="limit purchases to this store (repeatable)"
+    )
+    connection(create)
+    listing = actions.add_parser("list", help="list keys (never their secrets)")
+    listing.add_argument("--include-revoked", action="store_true")
+    connection(listing)
+    rotate = actions.add_parser("rotate", help="new secret for a key; the old one stops working at once")
+    rotate.add_argument("key_id")
+    connection(rotate)
+    revoke = actions.add_parser("revoke", help="revoke a key; it stops working at once")
+    revoke.add_argument("key_id")
+    connection(revoke)
+    audit = actions.add_parser("audit", help="admin actions, newest first")
+    audit.add_argument("--limit", type=int, default=50, help="events to show (default 50)")
+    connection(audit)
+    actions.add_parser(
+        "generate",
+        help="print a new secret and the [[api_keys]] entry (with its SHA-256) for the config file",
+    ).add_argument("--name", default="admin")
+
+
+def run(options: argparse.Namespace) -> int:
+    """Run one ``loyalty keys`` subcommand; returns the exit code."""
+    if options.keys_command == "generate":
+        return _generate(options.name)
+    if options.keys_command == "create":
+        try:
+            check_key_name("--name", options.name)
+            check_scope("--channel", options.channel)
+            check_scope("--store", options.store)
+        except ValueError as error:
+            print(f"loyalty keys: {error}", file=sys.stderr)
+            return 2
+    if options.keys_command == "audit" and not 1 <= options.limit <= 10_000:
+        print("loyalty keys: --limit must be between 1 and 10000", file=sys.stderr)
+        return 2
+    if options.redis_url:
+        return asyncio.run(_direct(options))
+    return _remote(options)
+
+
+def _generate(name: str) -> int:
+    from loyalty.server.keys import hash_secret, new_secret
+
+    secret = new_secret()
+    print(secret)
+    print(
+        f"# keep the line above secret; put this in the config file:\n"
+        f'[[api_keys]]\nname = {json.dumps(name)}\nrole = "admin"\n'
+        f'secret_sha256 = "{hash_secret(secret)}"',
+    )
+    return 0
+
+
+# ---------------------------------------------------------------- printing
+
+
+def _print_key(key: dict, as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(key, sort_keys=True))
+        return
+    scope = []
+    if key.get("channels"):
+        scope.append("channels=" + ",".join(key["channels"]))
+    if key.get("store_ids"):
+        scope.append("stores=" + ",".join(key["store_ids"]))
+    state = "revoked" if key.get("revoked") else "active"
+    print("\t".join([key["key_id"], key["role"], state, key["name"], " ".join(scope)]).rstrip())
+
+
+def _key_from_message(message) -> dict:
+    from loyalty.server.key_admin import ROLE_NAMES
+
+    return {
+        "key_id": message.key_id,
+        "name": message.name,
+        "role": ROLE_NAMES.get(message.role, "unspecified"),
+        "channels": list(message.channels),
+        "store_ids": list(message.store_ids),
+        "revoked": message.HasField("revoke_time"),
+    }
+
+
+def _key_from_record(record) -> dict:
+    view = record.public()
+    view["revoked"] = record.revoked
+    return view
+
+
+# ---------------------------------------------------------------- through the server
+
+
+def _remote(options: argparse.Namespace) -> int:
+    import grpc
+
+    from loyalty.server.key_admin import ROLE_VALUES
+    from loyalty.v1 import admin_pb2 as apb
+    from loyalty.v1 import admin_pb2_grpc
+
+    api_key = options.api_key or os.environ.get("LOYALTY_API_KEY") or ""
+    metadata = (("authorization", f"Bearer {api_key}"),) if api_key else ()
+    if options.tls_ca or options.tls_cert:
+        read = lambda path: path.read_bytes() if path else None  # noqa: E731
+        credentials = grpc.ssl_channel_credentials(
+            read(options.tls_ca), read(options.tls_key), read(options.tls_cert)
+        )
+        channel_options = (
+            [("grpc.ssl_target_name_override", options.tls_server_name)] if options.tls_server_name else []
+        )
+        channel = grpc.secure_channel(options.target, credentials, options=channel_options)
+    else:
+        channel = grpc.insecure_channel(options.target)
+    stub = admin_pb2_grpc.AdminServiceStub(channel)
+    command = options.keys_command
+    try:
+        if command == "create":
+            response = stub.CreateApiKey(
+                apb.CreateApiKeyRequest(
+                    name=options.name,
+                    role=ROLE_VALUES[options.role],
+                    channels=options.channel,
+                    store_ids=options.store,
+                ),
+                metadata=metadata,
+                timeout=30,
+            )
+            _print_secret(_key_from_message(response.key), response.secret, options.json)
+        elif command == "rotate":
+            response = stub.RotateApiKey(
+                apb.RotateApiKeyRequest(key_id=options.key_id), metadata=metadata, timeout=30
+            )
+            _print_secret(_key_from_message(response.key), response.secret, options.json)
+        elif command == "revoke":
+            key = stub.RevokeApiKey(
+                apb.RevokeApiKeyRequest(key_id=options.key_id), metadata=metadata, timeout=30
+            )
+            _print_key(_key_from_message(key), options.json)
+        elif command == "list":
+            token = ""
+            while True:
+                page = stub.ListApiKeys(
+                    apb.ListApiKeysRequest(
+                        page_size=500, page_token=token, include_revoked=options.include_revoked
+                    ),
+                    metadata=metadata,
+                    timeout=30,
+                )
+                for key in page.keys:
+                    _print_key(_key_from_message(key), options.json)
+                token = page.next_page_token
+                if not token:
+                    break
+        elif command == "audit":
+            shown, token = 0, ""
+            while shown < options.limit:
+                page = stub.ListAuditEvents(
+                    apb.ListAuditEventsRequest(page_size=min(500, options.limit - shown), page_token=token),
+                    metadata=metadata,
+                    timeout=30,
+                )
+                for event in page.events:
+                    _print_event(
+                        {
+                            "event_id": event.event_id,
+                            "time": event.time.ToJsonString(),
+                            "actor": f"{event.actor_name} ({event.actor_key_id})",
+                            "action": event.action,
+                            "target": event.target,
+                            "before": event.before_json,
+                            "after": event.after_json,
+                        },
+                        options.json,
+                    )
+                shown += len(page.events)
+                token = page.next_page_token
+                if not token or not page.events:
+                    break
+    except grpc.RpcError as error:
+        print(f"loyalty keys: {error.code().name}: {error.details()}", file=sys.stderr)
+        return 1
+    finally:
+        channel.close()
+    return 0
+
+
+def _print_secret(key: dict, secret: str, as_json: bool) -> None:
+    if as_json:
+        print(json.dumps({**key, "secret": secret}, sort_keys=True))
+        return
+    _print_key(key, False)
+    print(secret)
+    print("# the line above is the secret: it is shown once and stored nowhere", file=sys.stderr)
+
+
+def _print_event(event: dict, as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(event, sort_keys=True))
+        return
+    print("\t".join([event["time"], event["actor"], event["action"], event["target"]]))
+
+
+# ---------------------------------------------------------------- straight to Redis
+
+
+async def _direct(options: argparse.Namespace) -> int:
+    import redis.asyncio as aioredis
+
+    from loyalty.server.audit import AuditLog
+    from loyalty.server.auth import Caller, acting_as
+    from loyalty.server.keys import KeyNotFound, KeyRecords, KeyRevoked
+
+    client = aioredis.Redis.from_url(options.redis_url, socket_timeout=10.0, socket_connect_timeout=10.0)
+    records = KeyRecords(client, key_prefix=options.key_prefix)
+    audit = AuditLog(client, key_prefix=options.key_prefix)
+    now_ms = time.time_ns() // 1_000_000
+    command = options.keys_command
+    # Changes made here bypass every server: the audit log names the command line.
+    actor = Caller(key_id="cli", name=f"loyalty keys ({os.environ.get('USER', 'unknown')})", role="admin")
+    try:
+        with acting_as(actor):
+            if command == "create":
+                record, secret = await records.create(
+                    name=options.name,
+                    role=options.role,
+                    channels=tuple(options.channel),
+                    store_ids=tuple(options.store),
+                    now_ms=now_ms,
+                )
+                await audit.record(
+                    action="CreateApiKey", target=f"key/{record.key_id}", before=None, after=record.public()
+                )
+                _print_secret(_key_from_record(record), secret, options.json)
+            elif command == "rotate":
+                before, after, secret = await records.rotate(options.key_id, now_ms=now_ms)
+                await audit.record(
+                    action="RotateApiKey",
+                    target=f"key/{after.key_id}",
+                    before=before.public(),
+                    after=after.public(),
+                )
+                _print_secret(_key_from_record(after), secret, options.json)
+            elif command == "revoke":
+                before, after = await records.revoke(options.key_id, now_ms=now_ms)
+                if before != after:
+                    await audit.record(
+                        action="RevokeApiKey",
+                        target=f"key/{after.key_id}",
+                        before=before.public(),
+                        after=after.public(),
+                    )
+                _print_key(_key_from_record(after), options.json)
+            elif command == "list":
+                for record in await records.all():
+                    if options.include_revoked or not record.revoked:
+                        _print_key(_key_from_record(record), options.json)
+            elif command == "audit":
+                events, _ = await audit.events(limit=options.limit)
+                for event in events:
+                    _print_event(
+                        {
+                            "event_id": event.event_id,
+                            "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(event.time_ms / 1000)),
+                            "actor": f"{event.actor_name} ({event.actor_key_id})",
+                            "action": event.action,
+                            "target": event.target,
+                            "before": event.before_json,
+                            "after": event.after_json,
+                        },
+                        options.json,
+                    )
+    except KeyNotFound:
+        print(f"loyalty keys: no API key {options.key_id}", file=sys.stderr)
+        return 1
+    except KeyRevoked:
+        print(f"loyalty keys: {options.key_id} is revoked; create a new key instead", file=sys.stderr)
+        return 1
+    except Exception as error:  # Redis unreachable, full, ...
+        print(f"loyalty keys: {type(error).__name__}: {error}", file=sys.stderr)
+        return 1
+    finally:
+        await client.aclose()
+    return 0
