@@ -238,9 +238,10 @@ class LoyaltyServer:
         if self.config.gateways > 1:
             await asyncio.get_running_loop().run_in_executor(None, self._start_workers)
 
-    def _start_workers(self) -> None:
-        """Extra gateway processes on the same port (SO_REUSEPORT), same shards."""
-        command = [
+    def worker_command(self, *, port: int, security: SecuritySettings | None = None) -> list[str]:
+        """The command line of an extra gateway process serving this server's shards,
+        program, keys and TLS (``security`` overrides the configured settings)."""
+        return [
             sys.executable, "-m", "loyalty.server.gateway",
             "--ray-address", ray.get_runtime_context().gcs_address,
             "--namespace", self.config.namespace,
@@ -248,10 +249,14 @@ class LoyaltyServer:
             "--program-json", msgspec.json.encode(self.config.program).decode(),
             "--redis-url", self.redis_url,
             "--key-prefix", self.config.key_prefix,
-            "--security-json", msgspec.json.encode(self.config.security).decode(),
+            "--security-json", msgspec.json.encode(security or self.config.security).decode(),
             "--host", self.config.host,
-            "--port", str(self.port),
+            "--port", str(port),
         ]  # fmt: skip
+
+    def _start_workers(self) -> None:
+        """Extra gateway processes on the same port (SO_REUSEPORT), same shards."""
+        command = self.worker_command(port=self.port)
         for _ in range(self.config.gateways - 1):
             worker = subprocess.Popen(
                 command,

@@ -16,10 +16,10 @@ import argparse
 import asyncio
 import json
 import os
-import pathlib
 import sys
 import time
 
+from loyalty.server.admin_connection import add_connection_flags, call_metadata, open_channel
 from loyalty.server.security_config import ROLES, check_key_name, check_scope
 
 _ROLE_FLAG_HELP = "pos, ecommerce, analytics or admin"
@@ -36,16 +36,7 @@ def add_parser(subcommands) -> None:
     actions = parser.add_subparsers(dest="keys_command", required=True)
 
     def connection(sub) -> None:
-        sub.add_argument(
-            "--target",
-            default=os.environ.get("LOYALTY_TARGET", "127.0.0.1:50051"),
-            help="server host:port (default $LOYALTY_TARGET, else 127.0.0.1:50051)",
-        )
-        sub.add_argument("--api-key", default=None, help="admin key (default $LOYALTY_API_KEY)")
-        sub.add_argument("--tls-ca", type=pathlib.Path, help="PEM roots to trust: connect with TLS")
-        sub.add_argument("--tls-cert", type=pathlib.Path, help="client certificate (PEM), for mutual TLS")
-        sub.add_argument("--tls-key", type=pathlib.Path, help="client private key (PEM), for mutual TLS")
-        sub.add_argument("--tls-server-name", help="name to check the server certificate against")
+        add_connection_flags(sub)
         sub.add_argument("--redis-url", default="", help="write to this Redis directly instead of a server")
         sub.add_argument(
             "--key-prefix", default="loyalty", help="Redis key prefix with --redis-url (default loyalty)"
@@ -158,19 +149,8 @@ def _remote(options: argparse.Namespace) -> int:
     from loyalty.v1 import admin_pb2 as apb
     from loyalty.v1 import admin_pb2_grpc
 
-    api_key = options.api_key or os.environ.get("LOYALTY_API_KEY") or ""
-    metadata = (("authorization", f"Bearer {api_key}"),) if api_key else ()
-    if options.tls_ca or options.tls_cert:
-        read = lambda path: path.read_bytes() if path else None  # noqa: E731
-        credentials = grpc.ssl_channel_credentials(
-            read(options.tls_ca), read(options.tls_key), read(options.tls_cert)
-        )
-        channel_options = (
-            [("grpc.ssl_target_name_override", options.tls_server_name)] if options.tls_server_name else []
-        )
-        channel = grpc.secure_channel(options.target, credentials, options=channel_options)
-    else:
-        channel = grpc.insecure_channel(options.target)
+    metadata = call_metadata(options)
+    channel = open_channel(options)
     stub = admin_pb2_grpc.AdminServiceStub(channel)
     command = options.keys_command
     try:

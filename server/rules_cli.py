@@ -14,11 +14,11 @@ problems.
 from __future__ import annotations
 
 import argparse
-import os
 import pathlib
 import sys
 
 from loyalty.actors.ledger.program import ProgramError, load_program
+from loyalty.server.admin_connection import add_connection_flags, call_metadata, open_channel
 
 # How long one call to the server may take before the command gives up.
 CALL_TIMEOUT_S = 30.0
@@ -34,14 +34,6 @@ def add_parser(subcommands) -> None:
     )
     actions = parser.add_subparsers(dest="rules_command", required=True)
 
-    def connection(sub) -> None:
-        sub.add_argument("--target", default=os.environ.get("LOYALTY_TARGET", "127.0.0.1:50051"),
-                         help="server host:port (default $LOYALTY_TARGET, else 127.0.0.1:50051)")
-        sub.add_argument("--api-key", default=None, help="admin key (default $LOYALTY_API_KEY)")
-        sub.add_argument("--tls-ca", type=pathlib.Path, help="PEM roots to trust: connect with TLS")
-        sub.add_argument("--tls-cert", type=pathlib.Path, help="client certificate (PEM), for mutual TLS")
-        sub.add_argument("--tls-key", type=pathlib.Path, help="client private key (PEM), for mutual TLS")
-        sub.add_argument("--tls-server-name", help="name to check the server certificate against")
 
     validate = actions.add_parser("validate", help="check a rules file offline; every problem with its line")
     validate.add_argument("file", type=pathlib.Path)
@@ -49,9 +41,9 @@ def add_parser(subcommands) -> None:
     apply.add_argument("file", type=pathlib.Path)
     apply.add_argument("--expected-version", type=int, default=0,
                        help="refuse unless this is the live version (guards against concurrent changes)")
-    connection(apply)
+    add_connection_flags(apply)
     listing = actions.add_parser("list", help="print the live rules")
-    connection(listing)
+    add_connection_flags(listing)
 
 
 def run(options: argparse.Namespace) -> int:
@@ -112,28 +104,14 @@ def config_rules(path: pathlib.Path):
         return 2
 
 
-def _channel(options: argparse.Namespace):
-    import grpc
-
-    if options.tls_ca or options.tls_cert:
-        def read(path):
-            return path.read_bytes() if path else None
-
-        credentials = grpc.ssl_channel_credentials(read(options.tls_ca), read(options.tls_key), read(options.tls_cert))
-        channel_options = [("grpc.ssl_target_name_override", options.tls_server_name)] if options.tls_server_name else []
-        return grpc.secure_channel(options.target, credentials, options=channel_options)
-    return grpc.insecure_channel(options.target)
-
-
 def _remote(options: argparse.Namespace, rules) -> int:
     import grpc
     from loyalty.clients import error_details
     from loyalty.v1 import admin_pb2 as apb
     from loyalty.v1 import admin_pb2_grpc
 
-    api_key = options.api_key or os.environ.get("LOYALTY_API_KEY") or ""
-    metadata = (("authorization", f"Bearer {api_key}"),) if api_key else ()
-    with _channel(options) as channel:
+    metadata = call_metadata(options)
+    with open_channel(options) as channel:
         stub = admin_pb2_grpc.AdminServiceStub(channel)
         try:
             if rules is None:

@@ -7,15 +7,12 @@ import json
 import logging
 import math
 import subprocess
-import sys
 import time
 import types
 import uuid
 
 import grpc
-import msgspec
 import pytest
-import ray
 
 from loyalty.clients import error_details
 from loyalty.server import cli
@@ -395,16 +392,9 @@ def test_a_revocation_reaches_another_gateway_process_on_the_same_redis(secured_
     )
     server = secured_server.thread.server
     worker = subprocess.Popen(
-        [sys.executable, "-m", "loyalty.server.gateway",
-         "--ray-address", ray.get_runtime_context().gcs_address,
-         "--namespace", server.config.namespace,
-         "--actors", ",".join(server.actor_names),
-         "--host", "127.0.0.1", "--port", "0",
-         "--redis-url", server.redis_url,
-         "--key-prefix", server.config.key_prefix,
-         "--security-json", msgspec.json.encode(SecuritySettings()).decode()],
+        server.worker_command(port=0, security=SecuritySettings()),
         stdout=subprocess.PIPE, text=True,
-    )  # fmt: skip
+    )
     try:
         line = worker.stdout.readline()
         assert "ready on" in line, line

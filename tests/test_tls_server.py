@@ -7,13 +7,10 @@ from __future__ import annotations
 import datetime
 import ipaddress
 import subprocess
-import sys
 import uuid
 
 import grpc
-import msgspec
 import pytest
-import ray
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -187,16 +184,9 @@ def test_tls_without_client_certificates_refuses_plaintext(ray_session, redis_se
 def test_an_extra_gateway_process_serves_the_same_tls(mtls_server, pki):
     server = mtls_server.thread.server
     worker = subprocess.Popen(
-        [sys.executable, "-m", "loyalty.server.gateway",
-         "--ray-address", ray.get_runtime_context().gcs_address,
-         "--namespace", server.config.namespace,
-         "--actors", ",".join(server.actor_names),
-         "--host", "127.0.0.1", "--port", "0",
-         "--redis-url", server.redis_url,
-         "--key-prefix", server.config.key_prefix,
-         "--security-json", msgspec.json.encode(server.config.security).decode()],
+        server.worker_command(port=0),
         stdout=subprocess.PIPE, text=True,
-    )  # fmt: skip
+    )
     try:
         line = worker.stdout.readline()
         assert "ready on" in line, line
