@@ -191,18 +191,11 @@ class Ledger:
         if reader is not None:
             return reader(command, member, now_ms)
         digest = fingerprint(command)
-        stored = member.outcomes.get(command.request_id)
-        if stored is not None:
-            if stored.fingerprint == digest:
-                return stored.outcome
-            return _failure(
-                command,
-                Status.REQUEST_ID_CONFLICT,
-                now_ms,
-                "this request_id was used before with a different payload",
-            )
+        replayed = _replayed(command, member, digest, now_ms)
+        if replayed is not None:
+            return replayed
         if type(command) is c.Earn:
-            take_budget = self._budget_taker(now_ms, events) if self.rules is not None else None
+            take_budget = self._budget_taker(now_ms, events)[0] if self.rules is not None else None
             event = self._decide_earn(command, member, now_ms, digest, take_budget)
         else:
             event = self._deciders[type(command)](command, member, now_ms, digest)
@@ -300,30 +293,13 @@ class Ledger:
 
     # ------------------------------------------------------------------ earn
 
-    def _budget_taker(self, now_ms: int, events: list[e.Event]) -> Callable[[str, int], int]:
+    def _budget_taker(
+        self, now_ms: int, events: list[e.Event] | None
+    ) -> tuple[Callable[[str, int], int], dict[str, int]]:
         """take(key, points) for one earn: spends the shard's balance, leasing more from
-        the owner when short (a BudgetLeased event, emitted before the earn's)."""
-        source = self.budget_source
-        spent: dict[str, int] = {}
-
-        def take(key: str, points: int) -> int:
-            held = self.budgets.get(key, 0) - spent.get(key, 0)
-            if held < points and source is not None:
-                leased = source.lease(key, points - held)
-                assert leased >= 0, "a lease never takes points away"
-                if leased:
-                    self._emit(e.BudgetLeased("", now_ms, budget_key=key, points=leased), events)
-                    held += leased
-            taken = min(points, held)
-            spent[key] = spent.get(key, 0) + taken
-            return taken
-
-        return take
-
-    def _budget_peeker(self) -> tuple[Callable[[str, int], int], dict[str, int]]:
-        """take(key, points) for a simulated earn: what a real earn would get, leasing
-        nothing (the owner's available points stand in for a lease), and the points
-        it would have had to lease, by key."""
+        the owner when short (a BudgetLeased event, emitted before the earn's). With
+        ``events`` None (a simulated earn) nothing is leased: the owner's available
+        points stand in, and the second value says how many were borrowed, by key."""
         source = self.budget_source
         spent: dict[str, int] = {}
         borrowed: dict[str, int] = {}
@@ -331,8 +307,14 @@ class Ledger:
         def take(key: str, points: int) -> int:
             held = self.budgets.get(key, 0) + borrowed.get(key, 0) - spent.get(key, 0)
             if held < points and source is not None:
-                extra = min(points - held, source.available(key))
-                borrowed[key] = borrowed.get(key, 0) + extra
+                if events is None:
+                    extra = min(points - held, source.available(key))
+                    borrowed[key] = borrowed.get(key, 0) + extra
+                else:
+                    extra = source.lease(key, points - held)
+                    assert extra >= 0, "a lease never takes points away"
+                    if extra:
+                        self._emit(e.BudgetLeased("", now_ms, budget_key=key, points=extra), events)
                 held += extra
             taken = min(points, held)
             spent[key] = spent.get(key, 0) + taken
@@ -804,18 +786,10 @@ class Ledger:
             command.occurred_at_ms,
         )
         digest = fingerprint(earn)
-        if earn.request_id:
-            stored = member.outcomes.get(earn.request_id)
-            if stored is not None:
-                if stored.fingerprint == digest:
-                    return stored.outcome
-                return _failure(
-                    earn,
-                    Status.REQUEST_ID_CONFLICT,
-                    now_ms,
-                    "this request_id was used before with a different payload",
-                )
-        take_budget, borrowed = self._budget_peeker()
+        replayed = _replayed(earn, member, digest, now_ms) if earn.request_id else None
+        if replayed is not None:
+            return replayed
+        take_budget, borrowed = self._budget_taker(now_ms, None)
         event = self._decide_earn(earn, member, now_ms, digest, take_budget)
         budgets = dict(self.budgets)
         for key, points in borrowed.items():
@@ -841,6 +815,19 @@ class Ledger:
 
 
 # ---------------------------------------------------------------------- module helpers
+
+
+def _replayed(command: c.Mutation, member: Member, digest: int, now_ms: int) -> bytes | None:
+    """The stored outcome of an earlier request with this request_id and payload, a
+    REQUEST_ID_CONFLICT for another payload, or None if the request_id is new."""
+    stored = member.outcomes.get(command.request_id)
+    if stored is None:
+        return None
+    if stored.fingerprint == digest:
+        return stored.outcome
+    return _failure(
+        command, Status.REQUEST_ID_CONFLICT, now_ms, "this request_id was used before with a different payload"
+    )
 
 
 def _failure(command: c.Command, status: Status, now_ms: int, message: str) -> bytes:
