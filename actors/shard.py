@@ -22,6 +22,7 @@ import gc
 import logging
 import math
 import os
+import threading
 import time
 import zoneinfo
 
@@ -103,6 +104,10 @@ class ShardActor:
         self._epoch = 0
         self._events_since_snapshot = 0
         self._last_snapshot_s = time.monotonic()
+        self._snapshot_thread: threading.Thread | None = None
+        """The background writer of the snapshot being written, if any."""
+        self._snapshot_failed = False
+        """Set by a writer that failed: the next batch starts another snapshot."""
         self._recover()
 
     def _recover(self) -> None:
@@ -243,26 +248,67 @@ class ShardActor:
             self._journal.append(self._epoch, late.seq, codec.encode_record(late))
 
     def _maybe_snapshot(self) -> None:
+        if self._snapshot_thread is not None:
+            if self._snapshot_thread.is_alive():
+                return  # one snapshot at a time; the events keep counting
+            self._finish_snapshot_thread()
         due = self._events_since_snapshot >= self._settings.snapshot_every_events or (
             time.monotonic() - self._last_snapshot_s >= self._settings.snapshot_every_s
         )
         if due:
-            self.snapshot()
+            epoch, seq, chunks = self._begin_snapshot(self._core)
+            self._snapshot_thread = threading.Thread(
+                target=self._write_snapshot,
+                args=(epoch, seq, chunks),
+                name=f"shard-{self._settings.shard_index}-snapshot",
+                daemon=True,
+            )
+            self._snapshot_thread.start()
+
+    def _begin_snapshot(self, core: ShardCore):
+        """Freeze the state for a snapshot (a copy of the member index plus encoding
+        the decoded members: milliseconds, not a pass over every member) and restart
+        the counters. Called between batches, after the last batch was journaled, so
+        the snapshot never holds anything the journal does not."""
+        chunks = core.frozen_snapshot_chunks()
+        self._events_since_snapshot = 0
+        self._last_snapshot_s = time.monotonic()
+        return self._epoch, core.seq, chunks
+
+    def _write_snapshot(self, epoch: int, seq: int, chunks) -> bool:
+        """Write frozen snapshot chunks (on the writer thread, or inline). A failure
+        is logged, not raised: the journal still holds everything."""
+        try:
+            self._journal.write_snapshot(epoch, seq, chunks)
+            return True
+        except JournalError:
+            log.exception("shard %d: snapshot at seq %d failed; will retry", self._settings.shard_index, seq)
+            self._snapshot_failed = True
+            return False
+
+    def _finish_snapshot_thread(self) -> None:
+        """Wait for the background writer; after a failure, make the next snapshot due."""
+        self._snapshot_thread.join()
+        self._snapshot_thread = None
+        if self._snapshot_failed:
+            self._snapshot_failed = False
+            self._events_since_snapshot += self._settings.snapshot_every_events
 
     def snapshot(self) -> int:
-        """Write a snapshot now (if anything changed since the last); return its seq.
-        A failed snapshot is logged, not raised: the journal still holds everything."""
+        """Write a snapshot now (if anything changed since the last) and wait for it;
+        return its seq (0 if it failed: the failure is logged, not raised). A snapshot
+        the shard was writing in the background is finished first."""
+        if self._snapshot_thread is not None:
+            self._finish_snapshot_thread()
         core = self._core
         if core is None or self._events_since_snapshot == 0:
             return core.seq if core else 0
-        try:
-            self._journal.write_snapshot(self._epoch, core.seq, core.snapshot_chunks())
-        except JournalError:
-            log.exception("shard %d: snapshot failed; will retry", self._settings.shard_index)
+        epoch, seq, chunks = self._begin_snapshot(core)
+        if not self._write_snapshot(epoch, seq, chunks):
+            self._snapshot_failed = False
+            self._events_since_snapshot += self._settings.snapshot_every_events
             return 0
-        self._events_since_snapshot = 0
-        self._last_snapshot_s = time.monotonic()
-        return core.seq
+        return seq
 
     def describe(self) -> dict:
         """Diagnostics: epoch, seq, member count, rules version, budgets held,
@@ -273,6 +319,8 @@ class ShardActor:
             "epoch": self._epoch,
             "seq": core.seq if core else None,
             "members": len(core.ledger.members) if core else None,
+            "decoded_members": core.ledger.members.hot_count if core else None,
+            "snapshot_in_progress": self._snapshot_thread is not None and self._snapshot_thread.is_alive(),
             "rules_version": core.rules_version if core else None,
             "budgets": core.budget_balances() if core else None,
             "journal": self._journal.describe(),

@@ -179,7 +179,10 @@ class LedgerMachine(RuleBasedStateMachine):
         super().__init__()
         self.program = CompiledProgram(self.PROGRAM)
         self.retention_ms = self.program.retention_ms
-        self.core = ShardCore(self.program)
+        # One member stays decoded between batches, the rest are kept encoded (and
+        # compressed once four are): every batch moves members between the forms,
+        # and the replica (everything decoded) must still end up in the same state.
+        self.core = ShardCore(self.program, hot_members=1, compress_after=4)
         self.replica = ShardCore(self.program)
         self.now = T0
         self.records: list[e.JournalRecord] = []

@@ -62,7 +62,7 @@ class Shop:
 
     def __post_init__(self) -> None:
         self.compiled_program = CompiledProgram(self.program)
-        self.core = ShardCore(self.compiled_program)
+        self.core = ShardCore(self.compiled_program, hot_members=0)  # encoded between batches
         self.core.install_rules(compile_rules(RuleSet(version=7, rules=self.rules), self.compiled_program))
         self.core.apply_batch([c.EnrollMember("m", "enrol", self.attributes)], self.enrolled_at_ms)
         self.count = 0

@@ -154,16 +154,30 @@ def make_core_enrol_record() -> e.JournalRecord:
     return record
 
 
-def test_format_2_snapshots_are_still_read():
+def old_format_chunks(core: ShardCore, version: int) -> list[bytes]:
+    """The core's state as formats 2 and 3 wrote it: member chunks are arrays of Members."""
+    header = msgspec.msgpack.decode(next(iter(core.snapshot_chunks())))
+    fields = header[1:4] if version == 2 else [*header[1:4], header[4]]  # format 2 had four fields
+    members = sorted(core.ledger.members.values(), key=lambda member: member.member_id)
+    return [msgspec.msgpack.encode([version, *fields]), msgspec.msgpack.encode(members)]
+
+
+@pytest.mark.parametrize("version", [2, 3])
+def test_format_2_and_3_snapshots_are_still_read(version):
     core = make_core(campaign())
     earn(core, "m0", "r1", FakeBudget({"budget:camp:1": 10}))
+    restored = ShardCore(PROGRAM)
+    restored.load_snapshot(old_format_chunks(core, version))
+    if version == 2:
+        assert restored.budget_balances() == {}
+        restored.ledger.budgets = dict(core.ledger.budgets)
+    assert restored.state_bytes() == core.state_bytes()
+
+
+def test_unknown_snapshot_formats_are_refused():
+    core = make_core(campaign())
     chunks = list(core.snapshot_chunks())
     header = msgspec.msgpack.decode(chunks[0])
-    old_header = msgspec.msgpack.encode([2, *header[1:4]])  # format 2 had four fields
-    restored = ShardCore(PROGRAM)
-    restored.load_snapshot([old_header, *chunks[1:]])
-    assert restored.ledger.members.keys() == core.ledger.members.keys()
-    assert restored.budget_balances() == {}
     with pytest.raises(ValueError, match="not supported"):
         ShardCore(PROGRAM).load_snapshot([msgspec.msgpack.encode([1, *header[1:4]]), *chunks[1:]])
 

@@ -11,6 +11,7 @@ from collections.abc import Iterator
 import msgspec
 
 from loyalty.actors.ledger.commands import Command
+from loyalty.actors.ledger.members import MemberStore
 from loyalty.actors.ledger.events import JournalRecord
 from loyalty.actors.ledger.outcomes import Outcome
 from loyalty.actors.ledger.state import Member
@@ -22,9 +23,14 @@ SNAPSHOT_MEMBERS_PER_CHUNK = 10_000
 
 # 2: purchases kept for returns hold their lines as msgpack bytes.
 # 3: the header carries the shard's campaign budget balances; members may carry cap
-#    counters. Format 2 snapshots are still read (no budgets, no counters).
-SNAPSHOT_FORMAT_VERSION = 3
-_SNAPSHOT_FORMATS_READ = (2, 3)
+#    counters.
+# 4: a member chunk is a map {member_id: cold entry} instead of an array of Members
+#    (an entry is a Member's msgpack or its zstd compression, see
+#    members.MemberStore), and the header carries the compression dictionaries, so
+#    loading keeps members encoded and writing encodes only the decoded ones.
+#    Formats 2 and 3 are still read.
+SNAPSHOT_FORMAT_VERSION = 4
+_SNAPSHOT_FORMATS_READ = (2, 3, 4)
 
 _encoder = msgspec.msgpack.Encoder()
 encode = _encoder.encode
@@ -44,10 +50,13 @@ class SnapshotHeader(msgspec.Struct, frozen=True, array_like=True):
     member_count: int
     budgets: dict[str, int] = {}
     """Campaign budget points the shard holds, unspent, by budget key."""
+    dictionaries: dict[int, bytes] = {}
+    """Format 4: the zstd dictionaries member entries were compressed with, by id."""
 
 
 _header_decoder = msgspec.msgpack.Decoder(SnapshotHeader)
-_members_decoder = msgspec.msgpack.Decoder(list[Member])
+_members_decoder = msgspec.msgpack.Decoder(list[Member])  # formats 2 and 3
+_encoded_members_decoder = msgspec.msgpack.Decoder(dict[str, bytes])
 
 
 def encode_commands(commands: list[Command]) -> bytes:
@@ -86,31 +95,44 @@ def decode_record(payload: bytes) -> JournalRecord:
 
 
 def snapshot_chunks(
-    members: dict[str, Member], seq: int, now_ms: int, budgets: dict[str, int] | None = None
+    members: MemberStore | tuple[dict[str, bytes], dict[int, bytes]],
+    seq: int,
+    now_ms: int,
+    budgets: dict[str, int] | None = None,
 ) -> Iterator[bytes]:
-    """The shard state as of journal seq: a header chunk, then member chunks."""
-    yield encode(SnapshotHeader(SNAPSHOT_FORMAT_VERSION, seq, now_ms, len(members), dict(budgets or {})))
-    batch: list[Member] = []
-    for member in members.values():
-        batch.append(member)
-        if len(batch) == SNAPSHOT_MEMBERS_PER_CHUNK:
-            yield encode(batch)
-            batch = []
-    if batch:
-        yield encode(batch)
+    """The shard state as of journal seq: a header chunk, then member chunks of
+    {member_id: cold entry}. ``members`` is the live store (iterate between batches)
+    or a ``MemberStore.frozen`` copy."""
+    if isinstance(members, MemberStore):
+        pairs, dictionaries, count = members.encoded_items(), members.dictionaries, len(members)
+    else:
+        pairs, dictionaries, count = iter(members[0].items()), members[1], len(members[0])
+    yield encode(SnapshotHeader(SNAPSHOT_FORMAT_VERSION, seq, now_ms, count, dict(budgets or {}), dictionaries))
+    chunk: dict[str, bytes] = {}
+    for member_id, encoded in pairs:
+        chunk[member_id] = encoded
+        if len(chunk) == SNAPSHOT_MEMBERS_PER_CHUNK:
+            yield encode(chunk)
+            chunk = {}
+    if chunk:
+        yield encode(chunk)
 
 
-def load_snapshot_chunks(chunks: list[bytes]) -> tuple[SnapshotHeader, dict[str, Member]]:
-    """Rebuild the state written by snapshot_chunks."""
+def load_snapshot_chunks(chunks: list[bytes], members: MemberStore) -> SnapshotHeader:
+    """Load the members of a snapshot written by snapshot_chunks into an empty store;
+    returns its header."""
     header = _header_decoder.decode(chunks[0])
     if header.format_version not in _SNAPSHOT_FORMATS_READ:
         raise ValueError(f"snapshot format {header.format_version} is not supported")
-    members: dict[str, Member] = {}
     for chunk in chunks[1:]:
-        for member in _members_decoder.decode(chunk):
-            members[member.member_id] = member
+        if header.format_version >= 4:
+            members.load_encoded(_encoded_members_decoder.decode(chunk), header.dictionaries)
+        else:
+            for member in _members_decoder.decode(chunk):
+                members[member.member_id] = member
+            members.settle()
     if len(members) != header.member_count:
         raise ValueError(
             f"snapshot is incomplete: {len(members)} members of {header.member_count}"
         )
-    return header, members
+    return header

@@ -20,6 +20,7 @@ from loyalty.actors.ledger import events as e
 from loyalty.actors.ledger.commands import Command
 from loyalty.actors.ledger.events import Event, JournalRecord
 from loyalty.actors.ledger.ledger import Ledger
+from loyalty.actors.ledger.members import COMPRESS_AFTER_DEFAULT, HOT_MEMBERS_DEFAULT, MemberStore
 from loyalty.actors.ledger.program import CompiledProgram
 from loyalty.actors.ledger.rules.budget import BudgetSource
 from loyalty.actors.ledger.rules.compiler import CompiledRules
@@ -28,8 +29,16 @@ from loyalty.actors.ledger.rules.compiler import CompiledRules
 class ShardCore:
     """One shard's state machine with its journal position."""
 
-    def __init__(self, program: CompiledProgram) -> None:
+    def __init__(
+        self,
+        program: CompiledProgram,
+        hot_members: int = HOT_MEMBERS_DEFAULT,
+        compress_after: int = COMPRESS_AFTER_DEFAULT,
+    ) -> None:
         self.ledger = Ledger(program)
+        self.ledger.members = MemberStore(hot_members, compress_after)
+        """Members, most kept encoded (and compressed once ``compress_after`` are);
+        at most ``hot_members`` stay decoded between batches (see members.MemberStore)."""
         self.seq = 0
         """Sequence number of the last journal record applied."""
         self.now_ms = 0
@@ -58,6 +67,7 @@ class ShardCore:
             outcomes = [self.ledger.execute(command, self.now_ms, events) for command in commands]
         finally:
             self.ledger.budget_source = None
+            self.ledger.members.settle()
         if not events:
             return outcomes, None
         self.seq += 1
@@ -79,6 +89,7 @@ class ShardCore:
         events = [e.BudgetReturned("", self.now_ms, budget_key=key, points=points) for key, points in returned.items()]
         for event in events:
             self.ledger.apply(event)
+        self.ledger.members.settle()
         self.seq += 1
         return JournalRecord(self.seq, self.now_ms, tuple(events)), returned
 
@@ -92,16 +103,27 @@ class ShardCore:
             raise ValueError(f"journal gap: record {record.seq} after {self.seq}")
         for event in record.events:
             self.ledger.apply(event)
+        self.ledger.members.settle()
         self.seq = record.seq
         self.now_ms = max(self.now_ms, record.now_ms)
 
     def snapshot_chunks(self):
-        """The state as snapshot chunks (see codec.snapshot_chunks)."""
+        """The state as snapshot chunks (see codec.snapshot_chunks), encoded as the
+        iteration reaches them: consume before the next batch."""
         return codec.snapshot_chunks(self.ledger.members, self.seq, self.now_ms, self.budget_balances())
+
+    def frozen_snapshot_chunks(self):
+        """The state as of now as snapshot chunks that later batches do not change, so
+        they can be written while the shard goes on serving: costs a copy of the
+        member index and encoding the decoded members, now; the chunks are built as
+        they are consumed."""
+        members = self.ledger.members.frozen()
+        return codec.snapshot_chunks(members, self.seq, self.now_ms, self.budget_balances())
 
     def load_snapshot(self, chunks: list[bytes]) -> None:
         """Replace the state with a snapshot's."""
-        header, members = codec.load_snapshot_chunks(chunks)
+        members = MemberStore(self.ledger.members.hot_limit, self.ledger.members.compress_after)
+        header = codec.load_snapshot_chunks(chunks, members)
         self.ledger.members = members
         self.ledger.budgets = dict(header.budgets)
         self.seq = header.seq
@@ -109,4 +131,5 @@ class ShardCore:
 
     def state_bytes(self) -> bytes:
         """The whole state, encoded: equal bytes mean equal states (for tests)."""
-        return msgspec.msgpack.encode((self.seq, self.ledger.members, sorted(self.budget_balances().items())))
+        members = sorted(self.ledger.members.raw_items())
+        return msgspec.msgpack.encode((self.seq, members, sorted(self.budget_balances().items())))
