@@ -18,6 +18,7 @@ given back: the BudgetReturned record is journaled first, the points returned af
 from __future__ import annotations
 
 import collections
+import ctypes
 import gc
 import logging
 import math
@@ -32,6 +33,7 @@ import redis
 from loyalty.actors.journal import JournalError, ShardJournal
 from loyalty.actors.ledger import codec
 from loyalty.actors.ledger.core import ShardCore
+from loyalty.actors.ledger.members import HOT_MEMBERS_DEFAULT
 from loyalty.actors.ledger.program import CompiledProgram, Program
 from loyalty.actors.ledger.rules import RuleSet, compile_rules
 from loyalty.server.rules_store import ShardRulesSource
@@ -54,6 +56,16 @@ REDIS_SOCKET_TIMEOUT_S = 10.0
 UNSAFE_UNJOURNALED_RECORDS = 20
 
 
+def _return_free_memory() -> None:
+    """Give the C allocator's free memory back to the system (glibc only; elsewhere
+    nothing). Recovery reads the snapshot in megabyte chunks, and glibc may keep such
+    freed chunks in its heap instead of returning them."""
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
 class ShardSettings(msgspec.Struct, frozen=True):
     """How a shard finds its journal and when it snapshots."""
 
@@ -68,6 +80,8 @@ class ShardSettings(msgspec.Struct, frozen=True):
     the shard's time re-encoding state that barely changed."""
     snapshot_every_s: float = 300.0
     """...or after this many seconds with at least one new record."""
+    hot_members: int = HOT_MEMBERS_DEFAULT
+    """Members kept decoded between batches (see actors/ledger/members.py)."""
     redis_socket_timeout_s: float = REDIS_SOCKET_TIMEOUT_S
     """How long one Redis call may take before the batch fails as UNAVAILABLE
     (fault-injection runs shorten it so a stopped Redis is noticed quickly)."""
@@ -118,10 +132,11 @@ class ShardActor:
         self._unjournaled.clear()
         self._rule_set, self._budgets_due_ms = None, 0
         epoch = self._journal.claim_epoch()
-        core = ShardCore(self._program)
+        core = ShardCore(self._program, hot_members=self._settings.hot_members)
         snapshot = self._journal.load_snapshot()
         if snapshot is not None:
             core.load_snapshot(snapshot[1])
+        snapshot = None  # its chunks (hundreds of MB for a large shard) are not needed now
         replayed = 0
         for _seq, payload in self._journal.read_after(core.seq):
             record = codec.decode_record(payload)
@@ -132,6 +147,7 @@ class ShardActor:
         # them all (the benchmark saw 0.6 s pauses); freeze what recovery built.
         gc.collect()
         gc.freeze()
+        _return_free_memory()
         self._events_since_snapshot = replayed
         log.info(
             "shard %d recovered: epoch %d, seq %d, %d members, %d events replayed in %.2fs",

@@ -434,7 +434,13 @@ def run_core_phase(options: argparse.Namespace) -> dict:
     result["rss_delta_bytes_per_member"] = (after - before) / options.members
     chunks = list(core.snapshot_chunks())
     result["snapshot_bytes_per_member"] = sum(len(chunk) for chunk in chunks) / options.members
-    result["breakdown"] = breakdown(core.ledger.members, options.sample)
+    store = core.ledger.members
+    result["hot_members"] = store.hot_count
+    cold = [len(entry) for _, entry in list(store.encoded_items())[store.hot_count:]]
+    result["cold_entry_bytes_per_member"] = sum(cold) / max(1, len(cold))
+    result["msgpack_bytes_per_member"] = sum(len(raw) for _, raw in store.raw_items()) / options.members
+    result["compression_dictionaries"] = len(store.dictionaries)
+    result["breakdown"] = breakdown(dict(list(store.items())[:options.sample]), options.sample)
     first = next(iter(core.ledger.members.values()))
     result["example_member"] = {
         "lots": len(first.lots), "earns": len(first.earns), "outcomes": len(first.outcomes),
@@ -452,7 +458,8 @@ def run_core_phase(options: argparse.Namespace) -> dict:
     tracemalloc.stop()
     log(f"core: RSS delta {result['rss_delta_bytes_per_member']:.0f} B/member, tracemalloc "
         f"{result['tracemalloc_bytes_per_member']:.0f} B/member, snapshot "
-        f"{result['snapshot_bytes_per_member']:.0f} B/member")
+        f"{result['snapshot_bytes_per_member']:.0f} B/member, cold entry "
+        f"{result['cold_entry_bytes_per_member']:.0f} B (msgpack {result['msgpack_bytes_per_member']:.0f} B)")
     return result
 
 

@@ -197,6 +197,9 @@ def memory_section(core: dict | None, scale: dict | None) -> tuple[list[str], li
         ]
         if core:
             out += [
+                f"| in-process ShardCore, {core['members']:,} members: a cold member's entry (zstd with the "
+                f"shard's dictionary) | {core['cold_entry_bytes_per_member']:,.0f} |",
+                f"| in-process ShardCore: the same member as plain msgpack | {core['msgpack_bytes_per_member']:,.0f} |",
                 f"| in-process ShardCore, {core['members']:,} members: RSS delta per member | "
                 f"{core['rss_delta_bytes_per_member']:,.0f} |",
                 f"| in-process ShardCore, {core['tracemalloc_members']:,} members: tracemalloc per member | "
@@ -209,7 +212,9 @@ def memory_section(core: dict | None, scale: dict | None) -> tuple[list[str], li
         total = sum(deep.values())
         example = core["example_member"]
         out += [
-            f"Where a member's bytes are (in-process ShardCore; deep `sys.getsizeof` over "
+            f"Where a *decoded* member's bytes are (at most {core.get('hot_members', 0):,} members per shard are "
+            "decoded between batches; the rest are the cold entries above, plus their id and a dict slot). "
+            f"In-process ShardCore; deep `sys.getsizeof` over "
             f"{min(2000, core['members']):,} members, each object counted once, small ints shared; the encoded "
             f"column is msgspec msgpack as in a snapshot). A typical member here has {example['lots']} lot, "
             f"{example['earns']} kept purchase, {example['outcomes']} stored outcomes and "

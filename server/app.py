@@ -20,6 +20,7 @@ import msgspec
 import ray
 import redis
 
+from loyalty.actors.ledger.members import HOT_MEMBERS_DEFAULT
 from loyalty.actors.ledger.program import Program
 from loyalty.actors.ledger.rules import Rule
 from loyalty.actors.routing import SLOT_COUNT
@@ -82,6 +83,9 @@ class ServerConfig(msgspec.Struct, frozen=True, kw_only=True):
     """Each shard snapshots after this many journaled events..."""
     snapshot_every_s: float = 300.0
     """...or this many seconds, whichever comes first."""
+    hot_members: int = HOT_MEMBERS_DEFAULT
+    """Members each shard keeps decoded between batches; the rest stay encoded and
+    compressed (about 200 bytes instead of about 3 KB each) until touched."""
     gateways: int = 1
     """gRPC gateway processes sharing the port (SO_REUSEPORT): the main process and
     gateways - 1 workers. More than one spreads gRPC's per-call cost over cores."""
@@ -142,6 +146,7 @@ class LoyaltyServer:
             program=config.program,
             snapshot_every_events=config.snapshot_every_events,
             snapshot_every_s=config.snapshot_every_s,
+            hot_members=config.hot_members,
         )
         # Names are unique per run: a restarted gateway never collides with the
         # actors of its predecessor while Ray is still tearing them down (and epoch

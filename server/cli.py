@@ -7,6 +7,7 @@ import os
 import pathlib
 import sys
 
+from loyalty.actors.ledger.members import HOT_MEMBERS_DEFAULT
 from loyalty.actors.ledger.program import DEFAULT_PROGRAM, ProgramError, load_program
 from loyalty.server import keys_cli, rules_cli
 
@@ -51,6 +52,11 @@ def _serve_parser(subcommands) -> None:
         "--snapshot-every-seconds", type=float, default=300.0,
         help="...or after this many seconds (default 300)",
     )
+    parser.add_argument(
+        "--hot-members", type=int, default=HOT_MEMBERS_DEFAULT,
+        help="members each shard keeps decoded between batches; the rest are kept "
+        f"compressed (default {HOT_MEMBERS_DEFAULT})",
+    )
     parser.add_argument("--tls-cert", type=pathlib.Path, help="serve TLS with this certificate chain (PEM)")
     parser.add_argument("--tls-key", type=pathlib.Path, help="private key of --tls-cert (PEM)")
     parser.add_argument(
@@ -81,9 +87,9 @@ def _serve(options: argparse.Namespace) -> int:
     if isinstance(security, int):
         return security
     settings, api_keys = security
-    if options.shards < 0 or options.snapshot_every_events < 1 or options.gateways < 1:
+    if options.shards < 0 or options.hot_members < 0 or options.snapshot_every_events < 1 or options.gateways < 1:
         print(
-            "loyalty: --shards must be >= 0, --gateways and --snapshot-every-events >= 1",
+            "loyalty: --shards and --hot-members must be >= 0, --gateways and --snapshot-every-events >= 1",
             file=sys.stderr,
         )
         return 2
@@ -100,6 +106,7 @@ def _serve(options: argparse.Namespace) -> int:
         rules=rules,
         snapshot_every_events=options.snapshot_every_events,
         snapshot_every_s=options.snapshot_every_seconds,
+        hot_members=options.hot_members,
         security=settings,
         api_keys=api_keys,
         insecure=options.insecure,

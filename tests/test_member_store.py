@@ -159,3 +159,10 @@ def test_a_shard_with_most_members_encoded_behaves_like_one_with_all_decoded(hot
     assert len(live) == 1 + 3  # header + 10 members in chunks of 4
     compressed = 0 < compress_after <= 10 - min(hot_members, 10)  # 10 members, some cold
     assert bool(small.ledger.members.dictionaries) == compressed
+
+
+def test_loyalty_serve_refuses_a_negative_hot_members_count(capsys):
+    from loyalty.server import cli
+
+    assert cli.main(["serve", "--port", "0", "--hot-members", "-1"]) == 2
+    assert "--hot-members must be >= 0" in capsys.readouterr().err
