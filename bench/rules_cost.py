@@ -149,7 +149,7 @@ def decision_us(rules: tuple[Rule, ...], rounds: int, earns: int) -> float:
         ledger.budget_source = budget
         start = time.perf_counter()
         for command, digest in zip(commands, digests):
-            ledger._decide_earn(command, member, NOW_MS, digest, ledger._budget_taker(NOW_MS, events))
+            ledger._decide_earn(command, member, NOW_MS, digest, ledger._budget_taker(NOW_MS, events)[0])
         best = min(best, time.perf_counter() - start)
         for event in events:  # leases taken on the way: keep the shard's balance right
             ledger.apply(event)

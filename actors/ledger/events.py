@@ -13,7 +13,10 @@ from __future__ import annotations
 import msgspec
 
 
-class _Event(msgspec.Struct, frozen=True, array_like=True, tag_field="e"):
+# gc=False (here and in Take/Restore): events hold only strings, ints, tuples and
+# dicts of strings, never cycles, so the cyclic GC need not track the thousands a
+# batch creates.
+class _Event(msgspec.Struct, frozen=True, array_like=True, gc=False, tag_field="e"):
     member_id: str
     at_ms: int
 
@@ -23,14 +26,14 @@ class _Answer(_Event, frozen=True):
     fingerprint: int
 
 
-class Take(msgspec.Struct, frozen=True, array_like=True):
+class Take(msgspec.Struct, frozen=True, array_like=True, gc=False):
     """Points taken out of one lot."""
 
     lot_id: int
     points: int
 
 
-class Restore(msgspec.Struct, frozen=True, array_like=True):
+class Restore(msgspec.Struct, frozen=True, array_like=True, gc=False):
     """Points put back into a lot (recreated if it had emptied)."""
 
     lot_id: int

@@ -13,13 +13,14 @@ from __future__ import annotations
 
 import bisect
 import hashlib
+import typing
 from collections.abc import Callable
 
 import msgspec
 
 from loyalty.actors.ledger import commands as c
 from loyalty.actors.ledger import events as e
-from loyalty.actors.ledger.earning import attribute_points, returned_share
+from loyalty.actors.ledger.earning import attribute_points, rate_parts, returned_share
 from loyalty.actors.ledger.limits import (
     NEXT_EXPIRATIONS_MAX,
     PAGE_SIZE_DEFAULT,
@@ -48,7 +49,38 @@ from loyalty.actors.ledger.status import Status
 _encode = msgspec.msgpack.Encoder().encode
 _decode_earn_lines = msgspec.msgpack.Decoder(list[EarnLine]).decode
 _decode_member = msgspec.msgpack.Decoder(Member).decode
+_blake2b = hashlib.blake2b
 _NEVER_MS = 1 << 62  # sort key for lots that never expire
+
+_SUCCESS_FIELDS = (
+    "status",
+    "kind",
+    "at_ms",
+    "message",
+    "balance",
+    "member",
+    "points",
+    "debt",
+    "released",
+    "reservation_id",
+    "expires_at_ms",
+    "available_at_ms",
+    "lines",
+    "transactions",
+    "next_before_seq",
+    "rules_version",
+    "awards",
+    "limits",
+    "request_id",
+)
+assert Outcome.__struct_fields__ == _SUCCESS_FIELDS and Outcome.__struct_config__.array_like, (
+    "Ledger._success encodes an Outcome as a tuple of exactly these fields"
+)
+
+_KINDS: dict[type, str] = {
+    kind: kind.__struct_config__.tag for kind in typing.get_args(c.Command)
+}
+"""The short name of each command type (looked up on every operation)."""
 
 
 def _lot_order(lot: Lot) -> tuple[int, int]:
@@ -57,43 +89,55 @@ def _lot_order(lot: Lot) -> tuple[int, int]:
 
 def fingerprint(command: c.Command) -> int:
     """A stable 64-bit digest of a command's payload, to tell a replay from a conflict."""
-    return int.from_bytes(hashlib.blake2b(_encode(command), digest_size=8).digest(), "big")
+    return int.from_bytes(_blake2b(_encode(command), digest_size=8).digest(), "big")
 
 
 def command_kind(command: c.Command | type) -> str:
     """The short name of a command ("earn", "redeem", ...), as stored in outcomes."""
-    kind = command if isinstance(command, type) else type(command)
-    return kind.__struct_config__.tag
+    return _KINDS[command if isinstance(command, type) else type(command)]
 
 
 def balance_of(member: Member, now_ms: int) -> BalanceView:
     """The member's points as seen at now_ms."""
+    lots = member.lots
     pending = 0
     if member.pending_until_max_ms > now_ms:  # some lot may still be pending
-        pending = sum(lot.points for lot in member.lots if lot.pending_until_ms > now_ms)
-    expirations: list[tuple[int, int]] = []
-    for lot in member.lots:  # sorted by expiry: only the first few dates are needed
-        if not lot.expires_at_ms:
-            break
-        if expirations and expirations[-1][1] == lot.expires_at_ms:
-            expirations[-1] = (expirations[-1][0] + lot.points, lot.expires_at_ms)
-        elif len(expirations) == NEXT_EXPIRATIONS_MAX:
-            break
-        else:
-            expirations.append((lot.points, lot.expires_at_ms))
+        pending = sum([lot.points for lot in lots if lot.pending_until_ms > now_ms])
     return BalanceView(
-        available=member.held - pending,
-        pending=pending,
-        reserved=member.reserved,
-        debt=member.debt,
-        lifetime_earned=member.earned,
-        redeemed=member.redeemed,
-        expired=member.expired,
-        reversed=member.reversed,
-        adjusted_in=member.adjusted_in,
-        adjusted_out=member.adjusted_out,
-        next_expirations=tuple(expirations),
+        member.held - pending,  # available
+        pending,
+        member.reserved,
+        member.debt,
+        member.earned,  # lifetime_earned
+        member.redeemed,
+        member.expired,
+        member.reversed,
+        member.adjusted_in,
+        member.adjusted_out,
+        _next_expirations(lots) if lots else (),
     )
+
+
+def _next_expirations(lots: list[Lot]) -> tuple[tuple[int, int], ...]:
+    """(points, expires_at_ms) of the first few expiry dates. Lots are sorted by
+    expiry, so each date is one run of lots, and lots that never expire come last."""
+    expirations: list[tuple[int, int]] = []
+    date = points = 0  # the run being summed (date 0: none yet)
+    for lot in lots:
+        expires_at_ms = lot.expires_at_ms
+        if expires_at_ms == date:
+            points += lot.points
+            continue
+        if date:
+            expirations.append((points, date))
+            if len(expirations) == NEXT_EXPIRATIONS_MAX:
+                return tuple(expirations)
+        if not expires_at_ms:
+            return tuple(expirations)
+        date, points = expires_at_ms, lot.points
+    if date:
+        expirations.append((points, date))
+    return tuple(expirations)
 
 
 def member_view(member: Member) -> MemberView:
@@ -145,6 +189,9 @@ class Ledger:
         """Campaign budget points leased to this shard and not yet spent, by key."""
         self.budget_source: BudgetSource | None = None
         """The budget owner, set for the duration of a batch."""
+        self._rates: dict[str, tuple[int, int]] = {}
+        """The program's base earn rate per currency, as attribute_points takes it
+        (filled as currencies are seen; the program never changes)."""
         self._deciders: dict[type, Callable] = {
             c.Redeem: self._decide_redeem,
             c.Reserve: self._decide_reserve,
@@ -181,24 +228,26 @@ class Ledger:
 
     def execute(self, command: c.Command, now_ms: int, events: list[e.Event]) -> bytes:
         """Apply one command at now_ms; append its events; return the encoded Outcome."""
+        kind = type(command)
         member = self.members.get(command.member_id)
-        if type(command) is c.EnrollMember:
+        if kind is c.EnrollMember:
             return self._execute_enroll(command, member, now_ms, events)
         if member is None:
             return _failure(command, Status.MEMBER_NOT_FOUND, now_ms, "no member has this id")
         self._settle(member, now_ms, events)
-        reader = self._readers.get(type(command))
-        if reader is not None:
-            return reader(command, member, now_ms)
+        if kind is not c.Earn:
+            reader = self._readers.get(kind)
+            if reader is not None:
+                return reader(command, member, now_ms)
         digest = fingerprint(command)
         replayed = _replayed(command, member, digest, now_ms)
         if replayed is not None:
             return replayed
-        if type(command) is c.Earn:
+        if kind is c.Earn:
             take_budget = self._budget_taker(now_ms, events)[0] if self.rules is not None else None
             event = self._decide_earn(command, member, now_ms, digest, take_budget)
         else:
-            event = self._deciders[type(command)](command, member, now_ms, digest)
+            event = self._deciders[kind](command, member, now_ms, digest)
         return self._emit(event, events)
 
     def apply(self, event: e.Event) -> bytes | None:
@@ -214,21 +263,23 @@ class Ledger:
     def _settle(self, member: Member, now_ms: int, events: list[e.Event]) -> None:
         """Time-driven changes due by now_ms: expired holds, expired points, forgotten
         outcomes. Each is an event, so expiry is a ledger entry, never a silent drop."""
-        for reservation in [r for r in member.reservations.values() if r.expires_at_ms <= now_ms]:
-            self._emit(
-                e.ReservationExpired(
-                    member.member_id,
-                    now_ms,
-                    reservation_id=reservation.reservation_id,
-                    restores=_restores(reservation.holds),
-                ),
-                events,
-            )
-        while member.lots and 0 < member.lots[0].expires_at_ms <= now_ms:
-            lot = member.lots[0]
+        if member.reservations:
+            for reservation in [r for r in member.reservations.values() if r.expires_at_ms <= now_ms]:
+                self._emit(
+                    e.ReservationExpired(
+                        member.member_id,
+                        now_ms,
+                        reservation_id=reservation.reservation_id,
+                        restores=_restores(reservation.holds),
+                    ),
+                    events,
+                )
+        lots = member.lots
+        while lots and 0 < lots[0].expires_at_ms <= now_ms:
+            lot = lots[0]
             self._emit(e.LotExpired(member.member_id, now_ms, lot.lot_id, lot.points), events)
         cutoff_ms = now_ms - self.program.retention_ms
-        if _anything_to_forget(member, cutoff_ms) or _first_earn_done(member, now_ms):
+        if _anything_to_forget(member, cutoff_ms, now_ms):
             self._emit(e.Pruned(member.member_id, now_ms, outcomes_before_ms=cutoff_ms), events)
 
     def _take_available(self, member: Member, points: int, now_ms: int) -> list[e.Take] | None:
@@ -249,15 +300,57 @@ class Ledger:
         member.outcomes[event.request_id] = StoredOutcome(event.fingerprint, event.at_ms, encoded)
         return encoded
 
-    def _success(self, owner: Member, event: e._Answer, kind: type, **fields) -> bytes:
-        outcome = Outcome(
-            status=Status.OK,
-            kind=command_kind(kind),
-            at_ms=event.at_ms,
-            balance=balance_of(owner, event.at_ms),
-            **fields,
+    def _success(
+        self,
+        owner: Member,
+        event: e._Answer,
+        kind: type,
+        *,
+        member: MemberView | None = None,
+        points: int = 0,
+        debt: int = 0,
+        released: int = 0,
+        reservation_id: str = "",
+        expires_at_ms: int = 0,
+        available_at_ms: int = 0,
+        lines: tuple[tuple[str, int], ...] = (),
+        rules_version: int = 0,
+        awards: tuple[tuple[str, int, str, int, str], ...] = (),
+        limits: tuple[tuple[str, str, int], ...] = (),
+    ) -> bytes:
+        """Store and return the OK outcome of ``event`` with the owner's balance.
+
+        Encoded straight from a tuple of the Outcome's fields in declaration order:
+        msgspec writes an array-like struct as exactly that array (every field, even
+        with omit_defaults), and building the Outcome first would cost about as much
+        as encoding it. The keywords are spelled out rather than taken as ``**fields``
+        for the same reason."""
+        at_ms = event.at_ms
+        encoded = _encode(
+            (
+                Status.OK,  # status
+                _KINDS[kind],  # kind
+                at_ms,
+                "",  # message
+                balance_of(owner, at_ms),  # balance
+                member,
+                points,
+                debt,
+                released,
+                reservation_id,
+                expires_at_ms,
+                available_at_ms,
+                lines,
+                (),  # transactions
+                0,  # next_before_seq
+                rules_version,
+                awards,
+                limits,
+                "",  # request_id
+            )
         )
-        return self._store(owner, event, outcome)
+        owner.outcomes[event.request_id] = StoredOutcome(event.fingerprint, at_ms, encoded)
+        return encoded
 
     # ------------------------------------------------------------------ enroll
 
@@ -342,23 +435,25 @@ class Ledger:
                 Status.REQUEST_ID_CONFLICT,
                 "a purchase with this request_id is still on record for returns",
             )
-        rate = self.program.points_per_minor(command.currency)
-        points, shares = attribute_points([line.amount_minor for line in command.lines], rate)
-        explained = {}
-        if self.rules is not None:
-            decision = evaluate_earn(self.rules, command, member, now_ms, shares, take_budget)
+        rate = self._rates.get(command.currency)
+        if rate is None:
+            rate = self._rates[command.currency] = rate_parts(self.program.points_per_minor(command.currency))
+        lines = command.lines
+        points, shares = attribute_points([line.amount_minor for line in lines], rate)
+        rules = self.rules
+        if rules is None:
+            rules_version, awards, limits, counters, budgets = 0, (), (), (), ()
+        else:
+            decision = evaluate_earn(rules, command, member, now_ms, shares, take_budget)
             shares = decision.line_points
             points = sum(shares)
-            explained = {
-                "rules_version": self.rules.version,
-                "awards": decision.awards,
-                "limits": decision.limits,
-                "counters": decision.counters,
-                "budgets": decision.budgets,
-            }
+            rules_version = rules.version
+            awards, limits = decision.awards, decision.limits
+            counters, budgets = decision.counters, decision.budgets
         debt_repaid = min(points, member.debt)
-        expires_at_ms = self.program.expires_at_ms(now_ms)
-        pending_until_ms = now_ms + self.program.return_window_ms
+        program = self.program
+        expires_at_ms = program.expires_at_ms(now_ms)
+        pending_until_ms = now_ms + program.return_window_ms
         keep_until_ms = max(expires_at_ms, pending_until_ms) if expires_at_ms else 0
         return e.Earned(
             member.member_id,
@@ -372,46 +467,46 @@ class Ledger:
             pending_until_ms=pending_until_ms,
             keep_until_ms=keep_until_ms,
             lines=tuple(
-                (line.sku, line.quantity, share)
-                for line, share in zip(command.lines, shares, strict=True)
+                [(line.sku, line.quantity, share) for line, share in zip(lines, shares, strict=True)]
             ),
-            **explained,
+            rules_version=rules_version,
+            awards=awards,
+            limits=limits,
+            counters=counters,
+            budgets=budgets,
         )
 
     def _evolve_earned(self, event: e.Earned) -> bytes:
         member = self.members[event.member_id]
-        member.debt -= event.debt_repaid
-        member.earned += event.points
-        lot_points = event.points - event.debt_repaid
+        points, debt_repaid = event.points, event.debt_repaid
+        member.debt -= debt_repaid
+        member.earned += points
+        lot_points = points - debt_repaid
         if lot_points:
-            _insert_lot(
-                member, Lot(event.lot_id, lot_points, event.expires_at_ms, event.pending_until_ms)
-            )
+            _insert_lot(member, Lot(event.lot_id, lot_points, event.expires_at_ms, event.pending_until_ms))
         if event.counters:
             _set_counters(member, event.counters)
-        for key, points in event.budgets:
-            left = self.budgets[key] - points
+        for key, spent in event.budgets:
+            left = self.budgets[key] - spent
             assert left >= 0, f"budget {key!r} overspent"
             if left:
                 self.budgets[key] = left
             else:
                 del self.budgets[key]
-        member.earns[event.request_id] = EarnRecord(
-            event.lot_id,
-            event.keep_until_ms,
-            _encode([EarnLine(sku, quantity, points) for sku, quantity, points in event.lines]),
-        )
-        _record(member, event.request_id, TransactionKind.EARN, event.points, event.at_ms)
+        # (sku, quantity, points) is an EarnLine with nothing returned yet: its
+        # trailing zero fields are left out and read back as their defaults
+        member.earns[event.request_id] = EarnRecord(event.lot_id, event.keep_until_ms, _encode(event.lines))
+        _record(member, event.request_id, TransactionKind.EARN, points, event.at_ms)
         pending = event.pending_until_ms > event.at_ms
         return self._success(
             member,
             event,
             c.Earn,
-            points=event.points,
-            debt=event.debt_repaid,
+            points=points,
+            debt=debt_repaid,
             expires_at_ms=event.expires_at_ms,
             available_at_ms=event.pending_until_ms if pending else event.at_ms,
-            lines=tuple((sku, points) for sku, _, points in event.lines),
+            lines=tuple([(sku, line_points) for sku, _, line_points in event.lines]),
             rules_version=event.rules_version,
             awards=event.awards,
             limits=event.limits,
@@ -859,13 +954,18 @@ def _insufficient(command: c.Mutation, digest: int, now_ms: int, member: Member)
     )
 
 
-def _anything_to_forget(member: Member, cutoff_ms: int) -> bool:
-    """Whether the oldest outcome or closed reservation is older than cutoff_ms."""
-    if member.outcomes and next(iter(member.outcomes.values())).at_ms < cutoff_ms:
+def _anything_to_forget(member: Member, cutoff_ms: int, now_ms: int) -> bool:
+    """Whether the oldest outcome or closed reservation is older than cutoff_ms, or
+    the oldest kept purchase is kept until at or before now_ms (each is checked on
+    every operation, so the oldest entries are looked at directly)."""
+    outcomes = member.outcomes
+    if outcomes and next(iter(outcomes.values())).at_ms < cutoff_ms:
         return True
-    return bool(member.closed_reservations) and next(
-        iter(member.closed_reservations.values())
-    ) < cutoff_ms
+    closed = member.closed_reservations
+    if closed and next(iter(closed.values())) < cutoff_ms:
+        return True
+    earns = member.earns
+    return bool(earns) and 0 < next(iter(earns.values())).kept_until_ms <= now_ms
 
 
 def _first_earn_done(member: Member, now_ms: int) -> bool:
@@ -888,7 +988,11 @@ def _set_counters(member: Member, counters: tuple[tuple[str, int, int], ...]) ->
 
 def _insert_lot(member: Member, lot: Lot) -> None:
     assert lot.points > 0
-    bisect.insort(member.lots, lot, key=_lot_order)
+    lots = member.lots
+    if not lots or _lot_order(lots[-1]) <= _lot_order(lot):  # usual: the newest lot expires last
+        lots.append(lot)
+    else:
+        bisect.insort(lots, lot, key=_lot_order)
     member.held += lot.points
     member.pending_until_max_ms = max(member.pending_until_max_ms, lot.pending_until_ms)
     member.next_lot_id = max(member.next_lot_id, lot.lot_id + 1)

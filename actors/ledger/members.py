@@ -80,9 +80,11 @@ class MemberStore:
         return member
 
     def __getitem__(self, member_id: str) -> Member:
-        member = self.get(member_id)
+        member = self._hot.get(member_id)  # the usual case (every event of a live batch)
         if member is None:
-            raise KeyError(member_id)
+            member = self.get(member_id)
+            if member is None:
+                raise KeyError(member_id)
         return member
 
     def __setitem__(self, member_id: str, member: Member) -> None:

@@ -34,7 +34,7 @@ class MemberView(msgspec.Struct, frozen=True, array_like=True):
     enrolled_at_ms: int
 
 
-class TransactionView(msgspec.Struct, frozen=True, array_like=True):
+class TransactionView(msgspec.Struct, frozen=True, array_like=True, gc=False):
     """One entry of a member's history. points is the signed change of
     available + pending + reserved - debt; balance_after is that sum afterwards."""
 
