@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 
 import grpc
 from grpc_status import rpc_status
-
 from loyalty.actors.ledger.commands import Command
 from loyalty.actors.ledger.outcomes import Outcome
 from loyalty.actors.ledger.program import DEFAULT_PROGRAM, CompiledProgram
@@ -14,7 +14,7 @@ from loyalty.actors.ledger.status import Status
 from loyalty.server import errors, requests, responses
 from loyalty.server.errors import FieldViolation, GatewayError
 from loyalty.server.limits import BATCH_OPERATIONS_MAX
-from loyalty.server.shards import ShardRouter
+from loyalty.server.shards import ShardChunk, ShardRouter
 from loyalty.v1 import loyalty_pb2 as pb
 from loyalty.v1 import loyalty_pb2_grpc as pb_grpc
 
@@ -126,22 +126,31 @@ class LoyaltyService(pb_grpc.LoyaltyServiceServicer):
         if len(items) > BATCH_OPERATIONS_MAX:
             violation = FieldViolation("items", f"at most {BATCH_OPERATIONS_MAX} items per Batch")
             await _abort(context, errors.invalid_argument(violation))
-        response = pb.BatchResponse()
-        results = [response.results.add() for _ in range(len(items))]  # filled in place
-        commands, positions = [], []
-        for index, item in enumerate(items):
-            try:
-                commands.append(requests.batch_item(index, item))
-                positions.append(index)
-            except FieldViolation as violation:
-                results[index].status.CopyFrom(errors.invalid_argument(violation))
+        commands, indexes, violations = requests.batch_items(items)
         try:
-            futures = self._router.submit(commands)
+            chunks = self._submit_chunks(commands)
         except GatewayError as error:
             await _abort(context, errors.rpc_status(error.status, error.message))
-        for position, future in zip(positions, futures, strict=True):
-            try:
-                responses.fill_batch_result(results[position], await future)
-            except GatewayError as error:
-                results[position].status.CopyFrom(errors.rpc_status(error.status, error.message))
-        return response
+        # Each item's answer, by item index: an Outcome, or the item's error.
+        if len(chunks) == 1 and not violations:
+            answers = await chunks[0].answers  # every item, in order
+        else:
+            answers = [None] * len(items)
+            for index, violation in violations.items():
+                answers[index] = errors.invalid_argument(violation)
+            for positions, chunk_answers in chunks:
+                if violations:  # commands are not items one for one
+                    positions = [indexes[position] for position in positions]
+                for index, answer in zip(positions, await chunk_answers, strict=True):
+                    answers[index] = answer
+        return responses.batch_response(answers)
+
+    def _submit_chunks(self, commands: list[Command]) -> list[ShardChunk]:
+        """The router's ShardChunks for ``commands``. A router that only answers per
+        command (``submit``, one future each) gets its futures gathered as one chunk."""
+        submit_chunks = getattr(self._router, "submit_chunks", None)
+        if submit_chunks is not None:
+            return submit_chunks(commands)
+        futures = self._router.submit(commands)
+        answers = asyncio.gather(*futures, return_exceptions=True)
+        return [ShardChunk(list(range(len(commands))), answers)]

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+from typing import NamedTuple
 
 import msgspec
 import ray
 import ray.exceptions
-
 from loyalty.actors.journal import JournalError
 from loyalty.actors.ledger.commands import Command
 from loyalty.actors.ledger.outcomes import Outcome
@@ -37,6 +37,15 @@ def classify_shard_error(error: BaseException) -> GatewayError | None:
     return None
 
 
+class ShardChunk(NamedTuple):
+    """The commands of one submission that went to one shard."""
+
+    positions: list[int]
+    """Where each of the chunk's commands is in the submitted list, in order."""
+    answers: asyncio.Future
+    """Resolves to the chunk's answers, in order (see ShardBatcher.submit_group)."""
+
+
 class ShardRouter:
     """Routes commands to the batcher of the shard that owns each member."""
 
@@ -48,29 +57,47 @@ class ShardRouter:
         """One batcher per shard, by shard index."""
         return self._batchers
 
-    def submit(self, commands: list[Command]) -> list[asyncio.Future]:
-        """Queue commands on their shards, all or none (GatewayError OVERLOADED)."""
+    def _split(self, commands: list[Command]) -> list[tuple[int, list[int]]]:
+        """(shard, positions of its commands) for each shard that got any, in the
+        order of each shard's first command."""
         count = len(self._batchers)
-        by_shard: dict[int, list[int]] = {}
+        if count == 1:
+            return [(0, list(range(len(commands))))] if commands else []
+        by_shard: list[list[int]] = [[] for _ in range(count)]
+        appenders = [positions.append for positions in by_shard]
         for position, command in enumerate(commands):
-            by_shard.setdefault(shard_of(command.member_id, count), []).append(position)
-        for shard, positions in by_shard.items():
+            appenders[shard_of(command.member_id, count)](position)
+        used = [(shard, positions) for shard, positions in enumerate(by_shard) if positions]
+        used.sort(key=lambda entry: entry[1][0])
+        return used
+
+    def _check_room(self, by_shard: list[tuple[int, list[int]]]) -> None:
+        for shard, positions in by_shard:
             if not self._batchers[shard].has_room(len(positions)):
                 raise GatewayError(
                     Status.OVERLOADED, f"shard {shard} is behind; retry with backoff"
                 )
-        futures: list[asyncio.Future | None] = [None] * len(commands)
-        for shard, positions in by_shard.items():
-            queued = self._batchers[shard].submit([commands[p] for p in positions])
-            for position, future in zip(positions, queued, strict=True):
-                futures[position] = future
-        return futures
+
+    def submit_chunks(self, commands: list[Command]) -> list[ShardChunk]:
+        """Queue commands on their shards, all or none (GatewayError OVERLOADED):
+        one chunk (one future) per shard that got any."""
+        by_shard = self._split(commands)
+        self._check_room(by_shard)
+        if len(by_shard) == 1:
+            ((shard, positions),) = by_shard
+            return [ShardChunk(positions, self._batchers[shard].submit_group(commands))]
+        return [
+            ShardChunk(positions, self._batchers[shard].submit_group([commands[p] for p in positions]))
+            for shard, positions in by_shard
+        ]
 
     async def execute(self, command: Command) -> Outcome:
         """Apply one command and wait for its outcome."""
         shard = shard_of(command.member_id, len(self._batchers))
-        (future,) = self._batchers[shard].submit([command])
-        return await future
+        (answer,) = await self._batchers[shard].submit_group([command])
+        if isinstance(answer, BaseException):
+            raise answer
+        return answer
 
 
 def start_shard_actors(template: ShardSettings, names: list[str], *, namespace: str) -> list:
