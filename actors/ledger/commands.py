@@ -10,7 +10,7 @@ from __future__ import annotations
 import msgspec
 
 
-class Line(msgspec.Struct, frozen=True, array_like=True):
+class Line(msgspec.Struct, frozen=True, array_like=True, gc=False):
     """One purchase line: amount_minor is the line total, not the unit price."""
 
     sku: str
@@ -19,14 +19,16 @@ class Line(msgspec.Struct, frozen=True, array_like=True):
     amount_minor: int
 
 
-class ReturnLine(msgspec.Struct, frozen=True, array_like=True):
+class ReturnLine(msgspec.Struct, frozen=True, array_like=True, gc=False):
     """Quantity of a SKU coming back."""
 
     sku: str
     quantity: int
 
 
-class _Command(msgspec.Struct, frozen=True, array_like=True, tag_field="k"):
+# gc=False: commands hold strings, ints, tuples and dicts of strings, never cycles;
+# a Batch keeps thousands alive, and the cyclic GC need not walk them.
+class _Command(msgspec.Struct, frozen=True, array_like=True, gc=False, tag_field="k"):
     member_id: str
 
 
