@@ -262,7 +262,7 @@ def recovery_section(scale: dict | None) -> tuple[list[str], list[str]]:
         "|---|---:|",
         f"| snapshot size in Redis | {scale['snapshot_bytes'] / 1e6:,.0f} MB in {scale['snapshot_chunks']} chunks "
         f"({scale['snapshot_bytes'] / n:,.0f} B/member) |",
-        f"| snapshot write (`actor.snapshot`, blocks the shard) | {scale['snapshot_s']:.1f} s |",
+        f"| snapshot write (`actor.snapshot`, which waits for it; automatic snapshots are written by a background thread while the shard serves) | {scale['snapshot_s']:.1f} s |",
         f"| journal after the snapshot at the kill | {before['journal_length']} record(s), seq "
         f"{before['snapshot_seq']} -> {before['last_seq']} |",
         f"| **kill -9 -> GetBalance answers** | **{rec:.2f} s** |" if rec is not None else
@@ -271,7 +271,7 @@ def recovery_section(scale: dict | None) -> tuple[list[str], list[str]]:
         + (f"{new_proc:.2f} s |" if new_proc is not None else "not seen |"),
         f"| same recovery in-process, total | {in_process:.2f} s |",
         f"| ... read snapshot chunks from Redis | {split['snapshot_read_s']:.2f} s |",
-        f"| ... decode snapshot (msgspec -> Member structs) | {split['snapshot_decode_s']:.2f} s |",
+        f"| ... load snapshot (msgspec -> compressed entries, decoded when touched) | {split['snapshot_decode_s']:.2f} s |",
         f"| ... read journal tail ({split['journal_records']} record(s)) | {split['journal_read_s']:.2f} s |",
         f"| ... replay ({split['events_replayed']:,} events) | {split['replay_s']:.2f} s |",
         "",
