@@ -30,6 +30,7 @@ from loyalty.actors.ledger.commands import Command
 from loyalty.actors.ledger.outcomes import Outcome
 from loyalty.actors.ledger.rules import Rule, RuleSet, compile_rules
 from loyalty.server.service import LoyaltyService
+from loyalty.server.shards import ShardChunk
 from loyalty.v1 import loyalty_pb2_grpc
 
 # The fake's clock starts here unless told otherwise: a fixed instant makes test
@@ -134,15 +135,12 @@ class InProcessRouter:
         """Apply one command and return its outcome."""
         return self.apply([command])[0]
 
-    def submit(self, commands: list[Command]) -> list[asyncio.Future]:
-        """Apply commands as one batch; futures already holding their outcomes."""
-        loop = asyncio.get_running_loop()
-        futures = []
-        for outcome in self.apply(commands):
-            future = loop.create_future()
-            future.set_result(outcome)
-            futures.append(future)
-        return futures
+    def submit_chunks(self, commands: list[Command]) -> list[ShardChunk]:
+        """Apply commands as one batch: one chunk, its future already holding the
+        outcomes (the router interface the service's Batch uses)."""
+        answers = asyncio.get_running_loop().create_future()
+        answers.set_result(self.apply(commands))
+        return [ShardChunk(list(range(len(commands))), answers)]
 
 
 @dataclasses.dataclass(frozen=True)

@@ -136,26 +136,6 @@ class ShardBatcher:
             self._send_next()
         return future
 
-    def submit(self, commands: list[Command]) -> list[asyncio.Future]:
-        """Queue commands; each future resolves to its Outcome (or a GatewayError)."""
-        group = self.submit_group(commands)
-        loop = asyncio.get_running_loop()
-        futures = [loop.create_future() for _ in commands]
-
-        def resolve(done: asyncio.Future) -> None:
-            if done.cancelled():
-                return
-            for future, answer in zip(futures, done.result(), strict=True):
-                if future.done():
-                    continue
-                if isinstance(answer, BaseException):
-                    future.set_exception(answer)
-                else:
-                    future.set_result(answer)
-
-        group.add_done_callback(resolve)
-        return futures
-
     def _send_next(self) -> None:
         pieces: list[_Piece] = []
         room = self._call_operations_max

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable
 
 import grpc
@@ -14,7 +13,7 @@ from loyalty.actors.ledger.status import Status
 from loyalty.server import errors, requests, responses
 from loyalty.server.errors import FieldViolation, GatewayError
 from loyalty.server.limits import BATCH_OPERATIONS_MAX
-from loyalty.server.shards import ShardChunk, ShardRouter
+from loyalty.server.shards import ShardRouter
 from loyalty.v1 import loyalty_pb2 as pb
 from loyalty.v1 import loyalty_pb2_grpc as pb_grpc
 
@@ -128,7 +127,7 @@ class LoyaltyService(pb_grpc.LoyaltyServiceServicer):
             await _abort(context, errors.invalid_argument(violation))
         commands, indexes, violations = requests.batch_items(items)
         try:
-            chunks = self._submit_chunks(commands)
+            chunks = self._router.submit_chunks(commands)
         except GatewayError as error:
             await _abort(context, errors.rpc_status(error.status, error.message))
         # Each item's answer, by item index: an Outcome, or the item's error.
@@ -144,13 +143,3 @@ class LoyaltyService(pb_grpc.LoyaltyServiceServicer):
                 for index, answer in zip(positions, await chunk_answers, strict=True):
                     answers[index] = answer
         return responses.batch_response(answers)
-
-    def _submit_chunks(self, commands: list[Command]) -> list[ShardChunk]:
-        """The router's ShardChunks for ``commands``. A router that only answers per
-        command (``submit``, one future each) gets its futures gathered as one chunk."""
-        submit_chunks = getattr(self._router, "submit_chunks", None)
-        if submit_chunks is not None:
-            return submit_chunks(commands)
-        futures = self._router.submit(commands)
-        answers = asyncio.gather(*futures, return_exceptions=True)
-        return [ShardChunk(list(range(len(commands))), answers)]

@@ -56,13 +56,29 @@ async def settle() -> None:
         await asyncio.sleep(0)  # let scheduled callbacks run; no waiting on time
 
 
+def submit(batcher, commands) -> list[asyncio.Future]:
+    """One future per command over submit_group's one future for all of them."""
+    group = batcher.submit_group(commands)
+    futures = [asyncio.get_running_loop().create_future() for _ in commands]
+
+    def resolve(done: asyncio.Future) -> None:
+        for future, answer in zip(futures, done.result(), strict=True):
+            if isinstance(answer, BaseException):
+                future.set_exception(answer)
+            else:
+                future.set_result(answer)
+
+    group.add_done_callback(resolve)
+    return futures
+
+
 def test_requests_arriving_during_a_call_share_the_next_call_in_order():
     async def scenario():
         shard = FakeShard()
         batcher = batcher_for(shard)
-        first = batcher.submit([redeem("a")])
+        first = submit(batcher, [redeem("a")])
         await settle()
-        later = batcher.submit([redeem("b")]) + batcher.submit([redeem("c"), redeem("d")])
+        later = submit(batcher, [redeem("b")]) + submit(batcher, [redeem("c"), redeem("d")])
         await settle()
         assert shard.batches == [["a"]]  # one call in flight at a time
         shard.gates[0].set()
@@ -80,9 +96,9 @@ def test_calls_are_capped_at_the_call_size_limit():
     async def scenario():
         shard = FakeShard()
         batcher = batcher_for(shard, call_max=2)
-        batcher.submit([redeem("a")])
+        submit(batcher, [redeem("a")])
         await settle()
-        futures = batcher.submit([redeem(x) for x in "bcde"])
+        futures = submit(batcher, [redeem(x) for x in "bcde"])
         for _ in range(3):
             await settle()
             shard.gates[-1].set()
@@ -96,18 +112,18 @@ def test_a_full_queue_refuses_at_once_and_accepts_again_after_draining():
     async def scenario():
         shard = FakeShard()
         batcher = batcher_for(shard, queue_max=3)
-        batcher.submit([redeem("a")])  # in flight, not queued
+        submit(batcher, [redeem("a")])  # in flight, not queued
         await settle()
-        queued = batcher.submit([redeem(x) for x in "bcd"])
+        queued = submit(batcher, [redeem(x) for x in "bcd"])
         with pytest.raises(GatewayError) as refused:
-            batcher.submit([redeem("e")])
+            submit(batcher, [redeem("e")])
         assert refused.value.status == Status.OVERLOADED
         shard.gates[0].set()
         await settle()
         shard.gates[1].set()
         await asyncio.gather(*queued)
         assert [o.message for o in await asyncio.gather(*queued)] == ["b", "c", "d"]
-        again = batcher.submit([redeem("e")])
+        again = submit(batcher, [redeem("e")])
         await settle()
         shard.gates[2].set()
         assert (await again[0]).message == "e"
@@ -119,9 +135,9 @@ def test_a_failed_call_fails_every_caller_of_that_batch_only():
     async def scenario():
         shard = FakeShard()
         batcher = batcher_for(shard)
-        doomed = batcher.submit([redeem("a"), redeem("b")])
+        doomed = submit(batcher, [redeem("a"), redeem("b")])
         await settle()
-        survivor = batcher.submit([redeem("c")])
+        survivor = submit(batcher, [redeem("c")])
         shard.fail_with = ConnectionError("journal down")
         shard.gates[0].set()
         for future in doomed:
@@ -140,7 +156,7 @@ def test_an_unclassified_failure_reaches_callers_unchanged():
     async def scenario():
         shard = FakeShard()
         batcher = batcher_for(shard)
-        (future,) = batcher.submit([redeem("a")])
+        (future,) = submit(batcher, [redeem("a")])
         shard.fail_with = AssertionError("bug in a shard")
         await settle()
         shard.gates[0].set()

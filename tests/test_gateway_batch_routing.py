@@ -16,7 +16,7 @@ from loyalty.server import errors, requests
 from loyalty.server.batcher import ShardBatcher
 from loyalty.server.errors import FieldViolation, GatewayError
 from loyalty.server.service import LoyaltyService
-from loyalty.server.shards import ShardRouter
+from loyalty.server.shards import ShardChunk, ShardRouter
 from loyalty.v1 import loyalty_pb2 as pb
 
 SHARDS = 3
@@ -59,7 +59,7 @@ def batchers(shards: list[Shard], *, queue_max: int = 50_000, call_max: int = 10
 
 
 class PerItemRouter:
-    """A router with only the per-command interface: one future per command."""
+    """A router sending every command on its own: one chunk (and future) per command."""
 
     def __init__(self, router: ShardRouter) -> None:
         self._router = router
@@ -67,12 +67,12 @@ class PerItemRouter:
     async def execute(self, command):
         return await self._router.execute(command)
 
-    def submit(self, commands):
-        futures = []
-        for command in commands:
+    def submit_chunks(self, commands):
+        chunks = []
+        for position, command in enumerate(commands):
             batcher = self._router.batchers[shard_of(command.member_id, len(self._router.batchers))]
-            futures.extend(batcher.submit([command]))
-        return futures
+            chunks.append(ShardChunk([position], batcher.submit_group([command])))
+        return chunks
 
 
 class Aborted(Exception):
