@@ -286,7 +286,7 @@ class ShardActor:
         the decoded members: milliseconds, not a pass over every member) and restart
         the counters. Called between batches, after the last batch was journaled, so
         the snapshot never holds anything the journal does not."""
-        chunks = core.frozen_snapshot_chunks()
+        chunks = core.snapshot_chunks()
         self._events_since_snapshot = 0
         self._last_snapshot_s = time.monotonic()
         return self._epoch, core.seq, chunks
@@ -303,9 +303,13 @@ class ShardActor:
             return False
 
     def _finish_snapshot_thread(self) -> None:
-        """Wait for the background writer; after a failure, make the next snapshot due."""
+        """Wait for the background writer."""
         self._snapshot_thread.join()
         self._snapshot_thread = None
+        self._retry_failed_snapshot()
+
+    def _retry_failed_snapshot(self) -> None:
+        """After a failed snapshot, make the next one due at once."""
         if self._snapshot_failed:
             self._snapshot_failed = False
             self._events_since_snapshot += self._settings.snapshot_every_events
@@ -321,8 +325,7 @@ class ShardActor:
             return core.seq if core else 0
         epoch, seq, chunks = self._begin_snapshot(core)
         if not self._write_snapshot(epoch, seq, chunks):
-            self._snapshot_failed = False
-            self._events_since_snapshot += self._settings.snapshot_every_events
+            self._retry_failed_snapshot()
             return 0
         return seq
 

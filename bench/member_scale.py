@@ -436,7 +436,7 @@ def run_core_phase(options: argparse.Namespace) -> dict:
     result["snapshot_bytes_per_member"] = sum(len(chunk) for chunk in chunks) / options.members
     store = core.ledger.members
     result["hot_members"] = store.hot_count
-    cold = [len(entry) for _, entry in list(store.encoded_items())[store.hot_count:]]
+    cold = [len(entry) for member_id, entry in store.frozen()[0].items() if member_id not in store._hot]  # noqa: SLF001
     result["cold_entry_bytes_per_member"] = sum(cold) / max(1, len(cold))
     result["msgpack_bytes_per_member"] = sum(len(raw) for _, raw in store.raw_items()) / options.members
     result["compression_dictionaries"] = len(store.dictionaries)

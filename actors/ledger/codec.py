@@ -95,21 +95,13 @@ def decode_record(payload: bytes) -> JournalRecord:
 
 
 def snapshot_chunks(
-    members: MemberStore | tuple[dict[str, bytes], dict[int, bytes]],
-    seq: int,
-    now_ms: int,
-    budgets: dict[str, int] | None = None,
+    members: dict[str, bytes], dictionaries: dict[int, bytes], seq: int, now_ms: int, budgets: dict[str, int]
 ) -> Iterator[bytes]:
     """The shard state as of journal seq: a header chunk, then member chunks of
-    {member_id: cold entry}. ``members`` is the live store (iterate between batches)
-    or a ``MemberStore.frozen`` copy."""
-    if isinstance(members, MemberStore):
-        pairs, dictionaries, count = members.encoded_items(), members.dictionaries, len(members)
-    else:
-        pairs, dictionaries, count = iter(members[0].items()), members[1], len(members[0])
-    yield encode(SnapshotHeader(SNAPSHOT_FORMAT_VERSION, seq, now_ms, count, dict(budgets or {}), dictionaries))
+    {member_id: cold entry} (``MemberStore.frozen``)."""
+    yield encode(SnapshotHeader(SNAPSHOT_FORMAT_VERSION, seq, now_ms, len(members), budgets, dictionaries))
     chunk: dict[str, bytes] = {}
-    for member_id, encoded in pairs:
+    for member_id, encoded in members.items():
         chunk[member_id] = encoded
         if len(chunk) == SNAPSHOT_MEMBERS_PER_CHUNK:
             yield encode(chunk)

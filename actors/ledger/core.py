@@ -108,17 +108,12 @@ class ShardCore:
         self.now_ms = max(self.now_ms, record.now_ms)
 
     def snapshot_chunks(self):
-        """The state as snapshot chunks (see codec.snapshot_chunks), encoded as the
-        iteration reaches them: consume before the next batch."""
-        return codec.snapshot_chunks(self.ledger.members, self.seq, self.now_ms, self.budget_balances())
-
-    def frozen_snapshot_chunks(self):
-        """The state as of now as snapshot chunks that later batches do not change, so
-        they can be written while the shard goes on serving: costs a copy of the
-        member index and encoding the decoded members, now; the chunks are built as
-        they are consumed."""
-        members = self.ledger.members.frozen()
-        return codec.snapshot_chunks(members, self.seq, self.now_ms, self.budget_balances())
+        """The state as of now as snapshot chunks (see codec.snapshot_chunks) that
+        later batches do not change, so they can be written while the shard goes on
+        serving: costs a copy of the member index and encoding the decoded members,
+        now; the chunks are built as they are consumed."""
+        members, dictionaries = self.ledger.members.frozen()
+        return codec.snapshot_chunks(members, dictionaries, self.seq, self.now_ms, self.budget_balances())
 
     def load_snapshot(self, chunks: list[bytes]) -> None:
         """Replace the state with a snapshot's."""

@@ -24,6 +24,7 @@ A cold entry is either a member's msgpack (an array, so its first byte is 0x9X o
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterator
 
 import msgspec
@@ -130,7 +131,7 @@ class MemberStore:
         if excess <= 0:
             return 0
         hot, cold, pack = self._hot, self._cold, self._pack
-        for member_id in list(hot)[:excess]:
+        for member_id in list(itertools.islice(hot, excess)):
             cold[member_id] = pack(hot.pop(member_id))
         if self._compressor is None and 0 < self.compress_after <= len(cold):
             self._train()
@@ -143,15 +144,6 @@ class MemberStore:
             yield member_id, _encode(member)
         for member_id, encoded in list(self._cold.items()):
             yield member_id, self._raw(encoded)
-
-    def encoded_items(self) -> Iterator[tuple[str, bytes]]:
-        """(member id, cold entry) for every member, without changing which are hot:
-        hot members are encoded as they are when reached, so iterate between batches
-        (or take a ``frozen`` copy)."""
-        pack = self._pack
-        for member_id, member in list(self._hot.items()):
-            yield member_id, pack(member)
-        yield from list(self._cold.items())
 
     def frozen(self) -> tuple[dict[str, bytes], dict[int, bytes]]:
         """Every member's cold entry and the compression dictionaries, as new dicts
