@@ -30,6 +30,7 @@ import zoneinfo
 import msgspec
 import redis
 
+from loyalty.actors.channel import ChannelServer
 from loyalty.actors.journal import JournalError, ShardJournal
 from loyalty.actors.ledger import codec
 from loyalty.actors.ledger.core import ShardCore
@@ -64,6 +65,18 @@ def _return_free_memory() -> None:
         ctypes.CDLL("libc.so.6").malloc_trim(0)
     except (OSError, AttributeError):
         pass
+
+
+def _node_address() -> str:
+    """The address Ray registered this node under (loopback outside Ray)."""
+    try:
+        import ray
+
+        if ray.is_initialized():
+            return ray.util.get_node_ip_address()
+    except ImportError:
+        pass
+    return "127.0.0.1"
 
 
 class ShardSettings(msgspec.Struct, frozen=True):
@@ -122,6 +135,10 @@ class ShardActor:
         """The background writer of the snapshot being written, if any."""
         self._snapshot_failed = False
         """Set by a writer that failed: the next batch starts another snapshot."""
+        self._lock = threading.Lock()
+        """Held by every method that touches the core: Ray runs them on the actor's
+        main thread, the data channel on one thread per connection."""
+        self._channel: ChannelServer | None = None
         self._recover()
 
     def _recover(self) -> None:
@@ -159,10 +176,26 @@ class ShardActor:
             time.monotonic() - started_s,
         )
 
+    def channel_address(self) -> tuple[str, int, bytes]:
+        """(host, port, token) of this incarnation's data channel (actors/channel.py),
+        started on first use: the gateway sends its batches there instead of through
+        Ray calls. The host is the address Ray knows this node by (127.0.0.1 on a
+        single-machine Ray)."""
+        with self._lock:
+            if self._channel is None:
+                self._channel = ChannelServer(
+                    _node_address(), self.apply, name=f"shard-{self._settings.shard_index}"
+                )
+            return (*self._channel.address, self._channel.token)
+
     def apply(self, payload: bytes, rules_version: int = 0) -> bytes:
         """Apply one msgspec-encoded batch of commands with at least rule-set version
         ``rules_version`` (0: whatever is installed); return the encoded outcomes.
         Raises JournalError (and others) when the batch may not be durable."""
+        with self._lock:
+            return self._apply(payload, rules_version)
+
+    def _apply(self, payload: bytes, rules_version: int) -> bytes:
         if self._core is None:
             self._recover()
         core = self._core
@@ -318,6 +351,10 @@ class ShardActor:
         """Write a snapshot now (if anything changed since the last) and wait for it;
         return its seq (0 if it failed: the failure is logged, not raised). A snapshot
         the shard was writing in the background is finished first."""
+        with self._lock:
+            return self._snapshot()
+
+    def _snapshot(self) -> int:
         if self._snapshot_thread is not None:
             self._finish_snapshot_thread()
         core = self._core
@@ -332,6 +369,10 @@ class ShardActor:
     def describe(self) -> dict:
         """Diagnostics: epoch, seq, member count, rules version, budgets held,
         journal position."""
+        with self._lock:
+            return self._describe()
+
+    def _describe(self) -> dict:
         core = self._core
         return {
             "shard_index": self._settings.shard_index,

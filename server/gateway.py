@@ -114,6 +114,7 @@ class Gateway:
         await self._health.enter_graceful_shutdown()
         await self._server.stop(grace_s)
         self._server = None
+        self.router.close()  # the shard channels; nothing uses the router after this
         if self.security is not None:
             await self.security.stop()
 

@@ -15,6 +15,7 @@ from loyalty.actors.ledger.status import Status
 from loyalty.actors.routing import shard_of
 from loyalty.actors.shard import ShardSettings, make_shard_actor
 from loyalty.server.batcher import ShardBatcher
+from loyalty.server.channel import ShardChannel, ShardConnectionLost
 from loyalty.server.errors import GatewayError
 from loyalty.server.limits import SHARD_CALL_OPERATIONS_MAX, SHARD_QUEUE_OPERATIONS_MAX
 from loyalty.server.rules_store import LiveRulesVersion
@@ -23,13 +24,16 @@ from loyalty.server.rules_store import LiveRulesVersion
 def classify_shard_error(error: BaseException) -> GatewayError | None:
     """Which shard failures callers may retry (UNAVAILABLE) and which are bugs.
 
-    A journal that could not be reached, a fenced or dead actor, or one that is
-    restarting: the batch's effects may or may not be durable, so callers get
-    UNAVAILABLE and retry with the same request_id (or ask GetOperation). Anything
-    else raised inside a shard is a bug and surfaces as INTERNAL.
+    A journal that could not be reached, a fenced or dead actor, one that is
+    restarting, or a data channel that stayed broken: the batch's effects may or may
+    not be durable, so callers get UNAVAILABLE and retry with the same request_id (or
+    ask GetOperation). Anything else raised inside a shard (ShardFailed over the
+    channel, RayTaskError through Ray) is a bug and surfaces as INTERNAL.
     """
     if isinstance(error, JournalError):
         return GatewayError(Status.SHARD_UNAVAILABLE, f"shard journal unavailable: {type(error).__name__}")
+    if isinstance(error, ShardConnectionLost):
+        return GatewayError(Status.SHARD_UNAVAILABLE, "shard unavailable: connection lost")
     if isinstance(error, ray.exceptions.RayTaskError):
         return None
     if isinstance(error, ray.exceptions.RayError):
@@ -49,8 +53,14 @@ class ShardChunk(NamedTuple):
 class ShardRouter:
     """Routes commands to the batcher of the shard that owns each member."""
 
-    def __init__(self, batchers: list[ShardBatcher]) -> None:
+    def __init__(self, batchers: list[ShardBatcher], channels: list[ShardChannel] = ()) -> None:
         self._batchers = batchers
+        self._channels = list(channels)
+
+    def close(self) -> None:
+        """Close the shard channels (after the gateway stopped taking calls)."""
+        for channel in self._channels:
+            channel.close()
 
     @property
     def batchers(self) -> list[ShardBatcher]:
@@ -114,25 +124,28 @@ def start_shard_actors(template: ShardSettings, names: list[str], *, namespace: 
 
 
 def router_for(actors: list, rules: LiveRulesVersion | None = None) -> ShardRouter:
-    """A router with one bounded batcher per actor. Each shard call carries the rules
-    version ``rules`` holds when the call is sent, so a whole batch is evaluated with
-    one version (the shard installs it first if it is newer than its own)."""
+    """A router with one bounded batcher per actor, sending over each actor's data
+    channel (server/channel.py). Each shard call carries the rules version ``rules``
+    holds when the call is sent, so a whole batch is evaluated with one version (the
+    shard installs it first if it is newer than its own)."""
     live = rules if rules is not None else LiveRulesVersion()
+    channels = [ShardChannel(actor) for actor in actors]
 
-    def caller(actor):
+    def caller(channel: ShardChannel):
         async def call(payload: bytes) -> bytes:
-            return await actor.apply.remote(payload, live.version)
+            return await channel.call(payload, live.version)
 
         return call
 
     return ShardRouter(
         [
             ShardBatcher(
-                caller(actor),
+                caller(channel),
                 classify_error=classify_shard_error,
                 queue_operations_max=SHARD_QUEUE_OPERATIONS_MAX,
                 call_operations_max=SHARD_CALL_OPERATIONS_MAX,
             )
-            for actor in actors
-        ]
+            for channel in channels
+        ],
+        channels,
     )
