@@ -284,12 +284,33 @@ def recovery_section(scale: dict | None) -> tuple[list[str], list[str]]:
     return out, goals
 
 
+def hop_section(hop: list[dict] | None, display: str) -> list[str]:
+    if not hop:
+        return []
+    out = [
+        "## The gateway -> shard hop",
+        "",
+        f"`{display}`: one call carrying a 300-byte payload to an actor that does no work, so only the hop "
+        "is measured. CPU per call is summed over the caller, the actor and Ray's own processes. The gateway "
+        "sends batches over the shard's data channel (one TCP connection per shard, at most one call in "
+        "flight); Ray creates, places and restarts the actors and carries their control calls.",
+        "",
+        "| Hop | Calls in flight | Wall time per call, µs | CPU per call, µs |",
+        "|---|---:|---:|---:|",
+    ]
+    for row in hop:
+        out.append(f"| {'Ray actor call' if row['hop'] == 'ray' else 'data channel'} | {row['concurrency']} | "
+                   f"{row['wall_us_per_call']:,.0f} | {row['cpu_us_per_call']:,.0f} |")
+    return out + [""]
+
+
 def write(run: dict, core: dict | None, scale: dict | None, suite: dict, path: Path) -> None:
     durability, g1 = durability_section(run)
     memory, g2 = memory_section(core, scale)
     recovery, g3 = recovery_section(scale)
     notes = read_block(SUITE_NOTES_START, SUITE_NOTES_END, DEFAULT_SUITE_NOTES)
-    sections = durability + memory + recovery + [
+    hop_display = next((c for c in suite["commands"] if "shard_hop.py" in c), "")
+    sections = durability + memory + recovery + hop_section(suite.get("hop"), hop_display) + [
         "### Notes on durability, memory and recovery", "", SUITE_NOTES_START, notes, SUITE_NOTES_END, ""]
     quick = suite["quick"]
     preface = []
@@ -302,7 +323,7 @@ def write(run: dict, core: dict | None, scale: dict | None, suite: dict, path: P
              f"This run took {suite['elapsed_s'] / 60:.1f} minutes in all.")
     commands = ["# durability cost: the same four loadgen commands against a second server",
                 next((s["display"] for s in run["servers"] if s["name"] == "loyalty-everysec"), ""),
-                "# memory and recovery (each starts its own in-process server or core)",
+                "# memory, recovery and the shard hop (each starts its own server, core or Ray)",
                 *suite["commands"]]
     rfn.write_report(run, path=path, title="# Benchmarks: throughput, latency, durability cost, memory, recovery",
                      rerun=rerun, preface=preface, extra_goals=g1 + g2 + g3, extra_sections=sections,
@@ -346,8 +367,10 @@ def main(argv: list[str] | None = None) -> int:
     scale, display = run_json(["bench/member_scale.py", "server", "--members", str(sizes["members"]),
                                "--tail", str(sizes["tail"]), "--json"], timeout=2400)
     commands.append(display)
+    hop, display = run_json(["bench/shard_hop.py", "--json"], timeout=600)
+    commands.append(display)
     suite = {"quick": options.quick, "sizes": sizes, "elapsed_s": time.monotonic() - started,
-             "commands": commands}
+             "commands": commands, "hop": hop}
     saved.write_text(json.dumps({"run": run, "core": core, "scale": scale, "suite": suite}, indent=1))
     write(run, core, scale, suite, path)
     log(f"wrote {path} ({suite['elapsed_s'] / 60:.1f} min)")

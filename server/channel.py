@@ -65,8 +65,7 @@ class ShardChannel:
             await self._connect()
         reader, writer = self._reader, self._writer
         try:
-            writer.write(REQUEST_HEADER.pack(len(payload), rules_version))
-            writer.write(payload)
+            writer.writelines((REQUEST_HEADER.pack(len(payload), rules_version), payload))
             length, status = RESPONSE_HEADER.unpack(await reader.readexactly(RESPONSE_HEADER.size))
             body = await reader.readexactly(length)
         except (OSError, asyncio.IncompleteReadError) as error:
