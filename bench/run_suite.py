@@ -255,8 +255,8 @@ def recovery_section(scale: dict | None) -> tuple[list[str], list[str]]:
         f"The same one-shard server as above: {n:,} members, then `actor.snapshot` (automatic snapshots "
         f"were off for this server so the run decides when), then {scale['tail']:,} more earns journaled after "
         "the snapshot, then SIGKILL to the shard actor's process. Recovery time is from the kill until a "
-        "GetBalance through the gateway succeeds (polled with 0.25 s deadlines; the call in flight at the kill "
-        "is retried by Ray on the new incarnation).",
+        "GetBalance through the gateway succeeds (polled with 0.25 s deadlines; the gateway sends the call "
+        "that was in flight at the kill again, to the new incarnation, once Ray says where its channel is).",
         "",
         "| Measure | Value |",
         "|---|---:|",
@@ -278,7 +278,7 @@ def recovery_section(scale: dict | None) -> tuple[list[str], list[str]]:
         "The in-process rows repeat the shard constructor's work (ShardJournal.load_snapshot, "
         "ShardCore.load_snapshot, read_after + replay) in the benchmark process after the shard is back, "
         "to split the time; the rest of the kill-to-answer time is Ray (noticing the death, restarting "
-        "the actor, the retried call) and the gateway.",
+        "the actor, answering the gateway's `channel_address` call) and the gateway's resent call.",
         "",
     ]
     return out, goals

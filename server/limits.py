@@ -4,8 +4,9 @@
 # protobuf: inside MESSAGE_BYTES_MAX, and one shard call's worth of work.
 BATCH_OPERATIONS_MAX = 10_000
 
-# Operations one Ray call to a shard carries. Larger calls amortise the ~2 ms Ray
-# round trip further but make the callers at the end of the batch wait longer.
+# Operations one shard call carries. Larger calls amortise the per-call cost (the
+# channel round trip and one journal append with its fsync) further but make the
+# callers at the end of the batch wait longer.
 SHARD_CALL_OPERATIONS_MAX = 10_000
 
 # Operations waiting for one shard (not yet sent). Past this, callers get
