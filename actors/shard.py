@@ -29,7 +29,6 @@ import zoneinfo
 
 import msgspec
 import redis
-
 from loyalty.actors.channel import ChannelServer
 from loyalty.actors.journal import JournalError, ShardJournal
 from loyalty.actors.ledger import codec
@@ -37,7 +36,7 @@ from loyalty.actors.ledger.core import ShardCore
 from loyalty.actors.ledger.members import HOT_MEMBERS_DEFAULT
 from loyalty.actors.ledger.program import CompiledProgram, Program
 from loyalty.actors.ledger.rules import RuleSet, compile_rules
-from loyalty.server.rules_store import ShardRulesSource
+from loyalty.actors.rules_source import ShardRulesSource
 
 log = logging.getLogger(__name__)
 

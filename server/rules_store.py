@@ -32,8 +32,9 @@ already hold, and the chunks they give back pay that off first. So at every mome
 lease and its journal record count as spent: a budget is never overspent, at worst
 underspent), and budget_remaining shows max(remaining, 0).
 
-The gateway side (``RulesStore``) uses redis.asyncio; the shard side
-(``ShardRulesSource``) uses the synchronous client because shards are sync actors.
+The gateway side (``RulesStore``, here) uses redis.asyncio; the shard side
+(``ShardRulesSource`` in actors/rules_source.py, with the key names both use) uses
+the synchronous client because shards are sync actors.
 """
 
 from __future__ import annotations
@@ -49,8 +50,6 @@ from collections.abc import Callable, Sequence
 import msgspec
 import redis
 import redis.asyncio
-
-from loyalty.actors.journal import JournalUnavailable
 from loyalty.actors.ledger.program import CompiledProgram
 from loyalty.actors.ledger.rules import (
     Rule,
@@ -58,17 +57,15 @@ from loyalty.actors.ledger.rules import (
     RuleSet,
     Violation,
     compile_rules,
-    decode_rule_set,
     encode_rule_set,
     validate_rules,
 )
 from loyalty.actors.ledger.status import Status
+from loyalty.actors.rules_source import RulesKeys
 
 log = logging.getLogger(__name__)
 
 __all__ = [
-    "BUDGET_CHUNK_DIVISOR",
-    "BUDGET_CHUNK_POINTS_MAX",
     "RULES_PAGE_SIZE_DEFAULT",
     "RULES_PAGE_SIZE_MAX",
     "RULES_POLL_INTERVAL_S",
@@ -81,9 +78,6 @@ __all__ = [
     "RuleView",
     "RulesSnapshot",
     "RulesStore",
-    "RulesUnavailable",
-    "ShardRulesSource",
-    "account_of",
     "follow_versions",
 ]
 
@@ -104,34 +98,6 @@ RULES_PAGE_SIZE_MAX = 500
 # a published message is lost while the subscriber reconnects, so this bounds how
 # long a gateway can lag behind a change it missed.
 RULES_POLL_INTERVAL_S = 1.0
-
-# A shard leases at most this many points of a budget at once: one Redis round trip
-# per chunk keeps budgets off the per-earn path, and a chunk this size is what a shard
-# can strand in the worst case (a crash between lease and journal).
-BUDGET_CHUNK_POINTS_MAX = 10_000
-
-# ...and at most total / this, so that a small budget is spread over several shards
-# rather than all leased by the first shard that earns (a shard needing more for one
-# earn still gets what that earn needs).
-BUDGET_CHUNK_DIVISOR = 16
-
-_TAG = "{{{prefix}:rules}}"
-
-# KEYS: the budget account. ARGV: points needed, chunk maximum, chunk divisor.
-# Takes min(remaining, max(needed, chunk)): never more than the account holds, so
-# the total can never be overspent however many shards lease at once.
-_LEASE_SCRIPT = """
-local remaining = tonumber(redis.call('HGET', KEYS[1], 'remaining') or '0')
-if remaining <= 0 then
-  return 0
-end
-local total = tonumber(redis.call('HGET', KEYS[1], 'total') or '0')
-local chunk = math.min(tonumber(ARGV[2]), math.max(1, math.floor(total / tonumber(ARGV[3]))))
-local take = math.min(remaining, math.max(tonumber(ARGV[1]), chunk))
-redis.call('HINCRBY', KEYS[1], 'remaining', -take)
-return take
-"""
-
 
 class RuleRecord(msgspec.Struct, frozen=True, kw_only=True):
     """A stored rule with what the store keeps beside it. Persisted: fields may only
@@ -198,19 +164,9 @@ class RuleChangeRefused(Exception):
         self.violations = list(violations)
 
 
-class RulesUnavailable(JournalUnavailable):
-    """Redis could not be reached, or holds no rule set for a requested version: the
-    batch is refused as UNAVAILABLE and may be retried."""
-
-
 _record_encoder = msgspec.msgpack.Encoder()
 _record_decoder = msgspec.msgpack.Decoder(RuleRecord)
 _token_decoder = msgspec.msgpack.Decoder(tuple[int, str])
-
-
-def account_of(budget_key: str) -> str:
-    """The account a shard-held budget key draws on."""
-    return budget_key.rpartition("#")[0] or budget_key
 
 
 def _ordering(rule: Rule) -> tuple[int, str]:
@@ -225,26 +181,6 @@ def _etag(rule: Rule, version: int) -> str:
 def rule_builtins(rule: Rule) -> dict:
     """A rule as plain JSON-able values (for the audit log)."""
     return msgspec.to_builtins(rule)
-
-
-class _Keys:
-    """The key names of one deployment's rules."""
-
-    def __init__(self, key_prefix: str) -> None:
-        if not key_prefix or any(character in key_prefix for character in "{}"):
-            raise ValueError(f"key_prefix must be non-empty without braces, got {key_prefix!r}")
-        tag = _TAG.format(prefix=key_prefix)
-        self.version = f"{tag}:version"
-        self.records = f"{tag}:records"
-        self.channel = f"{tag}:changes"
-        self._set = f"{tag}:set:"
-        self._budget = f"{tag}:budget:"
-
-    def rule_set(self, version: int) -> str:
-        return f"{self._set}{version}"
-
-    def budget(self, account: str) -> str:
-        return f"{self._budget}{account}"
 
 
 # --------------------------------------------------------------------------- gateway side
@@ -277,7 +213,7 @@ class RulesStore:
         ``program`` is what every rule set is validated and compiled against."""
         self._client = client
         self._program = program
-        self._keys = _Keys(key_prefix)
+        self._keys = RulesKeys(key_prefix)
         self._clock_ms = clock_ms or (lambda: time.time_ns() // 1_000_000)
 
     @property
@@ -675,7 +611,7 @@ async def follow_versions(
     """Keep ``live`` at the newest version until cancelled: listen for published
     changes and read the version key at least every ``poll_interval_s`` (a message
     published while the subscription was down is not delivered later)."""
-    keys = _Keys(key_prefix)
+    keys = RulesKeys(key_prefix)
     while True:
         pubsub = client.pubsub()
         try:
@@ -693,93 +629,3 @@ async def follow_versions(
         finally:
             with contextlib.suppress(Exception):
                 await pubsub.aclose()
-
-
-# --------------------------------------------------------------------------- shard side
-
-
-class ShardRulesSource:
-    """What a shard reads from the rules store: rule-set blobs and budget chunks.
-
-    It is the shard's BudgetSource: ``lease`` and ``available`` are called by the core
-    while it applies a batch; ``give_back`` by the shard once a BudgetReturned record
-    is journaled.
-    """
-
-    def __init__(
-        self,
-        client: redis.Redis,
-        *,
-        key_prefix: str = "loyalty",
-        chunk_points_max: int = BUDGET_CHUNK_POINTS_MAX,
-    ) -> None:
-        """Use ``client`` (bytes responses) for the deployment ``key_prefix``."""
-        self._client = client
-        self._keys = _Keys(key_prefix)
-        self._chunk_points_max = chunk_points_max
-        self._lease_script = client.register_script(_LEASE_SCRIPT)
-
-    def rule_set(self, version: int) -> RuleSet:
-        """The rule set of ``version``, or the live one if that version is no longer
-        kept (newer, so still allowed). Raises RulesUnavailable."""
-        with _unavailable(f"read rule set {version}"):
-            blob = self._client.get(self._keys.rule_set(version))
-            if blob is None:
-                live = int(self._client.get(self._keys.version) or 0)
-                if live >= version:
-                    blob = self._client.get(self._keys.rule_set(live))
-        if blob is None:
-            raise RulesUnavailable(f"rule set {version} is not in Redis")
-        return decode_rule_set(blob)
-
-    def lease(self, budget_key: str, points_needed: int) -> int:
-        """Take up to a chunk (at least ``points_needed`` if there is that much) from
-        the budget; returns the points granted (0 when Redis cannot be reached)."""
-        if points_needed <= 0:
-            return 0
-        key = self._keys.budget(account_of(budget_key))
-        try:
-            return int(
-                self._lease_script(keys=[key], args=[points_needed, self._chunk_points_max, BUDGET_CHUNK_DIVISOR])
-            )
-        except redis.exceptions.RedisError:
-            # The core's contract: an unreachable owner grants nothing and the earn is
-            # cut by the budget (and says so). If the script ran but its reply was
-            # lost, those points are stranded: underspent, never overspent.
-            log.warning("budget %s: lease failed; granting nothing", budget_key, exc_info=True)
-            return 0
-
-    def available(self, budget_key: str) -> int:
-        """Points the budget still has, without taking them (0 if Redis cannot say)."""
-        try:
-            value = self._client.hget(self._keys.budget(account_of(budget_key)), "remaining")
-        except redis.exceptions.RedisError:
-            log.warning("budget %s: cannot read what is left", budget_key, exc_info=True)
-            return 0
-        return max(0, int(value or 0))
-
-    def give_back(self, points: dict[str, int]) -> None:
-        """Return points to their budgets (after the BudgetReturned record is journaled)."""
-        if not points:
-            return
-        with _unavailable("give back budgets"):
-            pipeline = self._client.pipeline(transaction=False)
-            for budget_key, amount in points.items():
-                if amount > 0:
-                    pipeline.hincrby(self._keys.budget(account_of(budget_key)), "remaining", amount)
-            pipeline.execute()
-
-    def budget_account(self, account: str) -> tuple[int, int]:
-        """(remaining, total) of a budget account (remaining may be negative while
-        shards hold more than a lowered total)."""
-        with _unavailable(f"read budget account {account}"):
-            remaining, total = self._client.hmget(self._keys.budget(account), ["remaining", "total"])
-        return int(remaining or 0), int(total or 0)
-
-
-@contextlib.contextmanager
-def _unavailable(action: str):
-    try:
-        yield
-    except redis.exceptions.RedisError as error:
-        raise RulesUnavailable(f"{action}: {type(error).__name__}: {error}") from error

@@ -35,3 +35,21 @@ assert record is not None and len(outcomes) == 1
 """
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
+
+
+def test_the_shard_actor_imports_nothing_from_the_gateway():
+    # actors/ is the lower layer: a shard process must not pull in server/ (gRPC,
+    # auth, the gateway's rules store) to run.
+    script = """
+import sys
+class Refuse:
+    def find_spec(self, name, path=None, target=None):
+        if name == "loyalty.server" or name.startswith("loyalty.server.") or name.split(".")[0] == "grpc":
+            raise ImportError("the shard actor must not import " + name)
+sys.meta_path.insert(0, Refuse())
+import loyalty.actors.shard
+import loyalty.actors.rules_source
+import loyalty.actors.channel
+"""
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr

@@ -14,15 +14,15 @@ import threading
 import msgspec
 import pytest
 import redis.asyncio
-
 from loyalty.actors.journal import JournalUnavailable
 from loyalty.actors.ledger import codec
 from loyalty.actors.ledger.commands import Earn, EnrollMember, GetBalance, Line
 from loyalty.actors.ledger.program import CompiledProgram, Program
 from loyalty.actors.ledger.rules import Rule, RuleBudget, RuleEffect
 from loyalty.actors.ledger.status import Status
+from loyalty.actors.rules_source import ShardRulesSource, account_of
 from loyalty.actors.shard import ShardActor, ShardSettings
-from loyalty.server.rules_store import RulesStore, ShardRulesSource
+from loyalty.server.rules_store import RulesStore
 
 RULE_ID = "campaign"
 SHARD_COUNT = 3
@@ -80,7 +80,6 @@ class Shards:
 
 
 def remaining_of(redis_client, key_prefix: str, budget_key: str) -> tuple[int, int]:
-    from loyalty.server.rules_store import account_of
 
     return ShardRulesSource(redis_client, key_prefix=key_prefix).budget_account(account_of(budget_key))
 
