@@ -180,6 +180,8 @@ def classify_server_process(root: int, process: psutil.Process) -> str:
         return "ray"
     if "redis-server" in text:
         return "redis"
+    if "loyalty.server.gateway" in text:  # an extra gateway process (--gateways N)
+        return "server"
     if "ShardActor" in text:
         return "shards"
     return "ray"
@@ -739,6 +741,8 @@ def write_report(run: dict, *, path: Path | None = None, title: str | None = Non
     loyalty = {label: by_key.get(("loyalty", label)) for label in labels}
     half = by_key.get(("loyalty", "unary Earn at half load"))
     bare_half = by_key.get(("bare", "unary Earn at half load"))
+    two = by_key.get(("loyalty-2-gateways", "unary Earn"))
+    two_half = by_key.get(("loyalty-2-gateways", "unary Earn at half load"))
     recheck = by_key.get(("bare-again", "unary Earn"))
 
     out = []
@@ -784,6 +788,12 @@ def write_report(run: dict, *, path: Path | None = None, title: str | None = Non
             + f" | {'met' if half['latency_ms']['p99'] <= 10 else 'not met'} |")
     else:
         add("| unary Earn p99 <= 10 ms at half the max throughput | not measured in this run | - |")
+    if two and bare["unary Earn"]:
+        add(f"| (context) the same two unary goals with `--gateways 2` (a second gateway process) | "
+            f"{two['ops_per_s'] / bare['unary Earn']['ops_per_s']:.2f}x ({fmt_ops(two['ops_per_s'])} ops/s)"
+            + (f"; p99 {two_half['latency_ms']['p99']:.1f} ms at {fmt_ops(two_half['calls_per_s'])} calls/s "
+               f"(half of its max)" if two_half else "")
+            + " | informational |")
     out.extend(extra_goals or [])
     add("")
     add("## Throughput and latency")
@@ -817,6 +827,13 @@ def write_report(run: dict, *, path: Path | None = None, title: str | None = Non
             f"{fmt_ops(half['ops_per_s'])} | - | - | {fmt_latency(half)} | - / {cpu_per_op(half)} | "
             f"- / {half['calls']:,} | "
             f"- / {describe_errors(half)} |")
+    for result, what in ((two, "unary Earn (64 calls in flight)"), (two_half, "unary Earn paced at half its max")):
+        if result and bare["unary Earn"]:
+            ratio = (f"**{result['ops_per_s'] / bare['unary Earn']['ops_per_s']:.3f}x**"
+                     if result is two else "-")
+            add(f"| loyalty `--gateways 2`, {what} | - | {fmt_ops(result['ops_per_s'])} | {ratio} | - | "
+                f"{fmt_latency(result)} | - / {cpu_per_op(result)} | - / {result['calls']:,} | "
+                f"- / {describe_errors(result)} |")
     if recheck:
         first = bare["unary Earn"]
         drift = recheck["ops_per_s"] / first["ops_per_s"] - 1 if first else 0.0
@@ -1030,6 +1047,18 @@ def collect(options: argparse.Namespace, *, everysec: bool = False) -> dict:
                     bench.modes(relaxed, port)
                 finally:
                     stop_loyalty(relaxed)
+
+        # (d) context: the same server with a second gateway process (--gateways 2)
+        if everysec:
+            with tempfile.TemporaryDirectory(prefix="loyalty-bench-") as data_dir:
+                two, port = loyalty_server("loyalty-2-gateways", data_dir, ["--gateways", "2"])
+                try:
+                    unary = bench.measure(two, port, "unary Earn", "unary-earn")
+                    if not options.no_half_load:
+                        bench.measure(two, port, "unary Earn at half load", "unary-earn",
+                                      rate=unary["ops_per_s"] / 2)
+                finally:
+                    stop_loyalty(two)
 
         # drift check
         if not options.no_recheck:
