@@ -12,6 +12,7 @@ import contextlib
 import logging
 
 import redis
+
 from loyalty.actors.journal import JournalUnavailable
 from loyalty.actors.ledger.rules import RuleSet, decode_rule_set
 

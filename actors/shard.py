@@ -29,6 +29,7 @@ import zoneinfo
 
 import msgspec
 import redis
+
 from loyalty.actors.channel import ChannelServer
 from loyalty.actors.journal import JournalError, ShardJournal
 from loyalty.actors.ledger import codec

@@ -24,6 +24,7 @@ import time
 import psutil
 import ray
 import uvloop
+
 from loyalty.actors.channel import ChannelServer
 from loyalty.server.app import use_loopback_for_local_ray
 from loyalty.server.channel import ShardChannel

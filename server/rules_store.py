@@ -50,6 +50,7 @@ from collections.abc import Callable, Sequence
 import msgspec
 import redis
 import redis.asyncio
+
 from loyalty.actors.ledger.program import CompiledProgram
 from loyalty.actors.ledger.rules import (
     Rule,

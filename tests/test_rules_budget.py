@@ -14,6 +14,7 @@ import threading
 import msgspec
 import pytest
 import redis.asyncio
+
 from loyalty.actors.journal import JournalUnavailable
 from loyalty.actors.ledger import codec
 from loyalty.actors.ledger.commands import Earn, EnrollMember, GetBalance, Line
@@ -80,7 +81,6 @@ class Shards:
 
 
 def remaining_of(redis_client, key_prefix: str, budget_key: str) -> tuple[int, int]:
-
     return ShardRulesSource(redis_client, key_prefix=key_prefix).budget_account(account_of(budget_key))
 
 

@@ -17,6 +17,7 @@ import socket
 
 import psutil
 import pytest
+
 from loyalty.actors.channel import REQUEST_HEADER, TOKEN_BYTES
 from loyalty.actors.journal import JournalUnavailable
 from loyalty.actors.ledger import codec
