@@ -77,16 +77,12 @@ class ChannelServer:
         self.address: tuple[str, int] = (host, self._listener.getsockname()[1])
         threading.Thread(target=self._accept_loop, name=f"{name}-channel", daemon=True).start()
 
-    def close(self) -> None:
-        """Stop accepting connections (open ones end when their peer goes)."""
-        self._listener.close()
-
     def _accept_loop(self) -> None:
         while True:
             try:
                 conn, _ = self._listener.accept()
             except OSError:
-                return  # closed
+                return
             threading.Thread(
                 target=self._serve, args=(conn,), name=f"{self._name}-channel-conn", daemon=True
             ).start()

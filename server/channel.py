@@ -52,13 +52,14 @@ class ShardChannel:
     async def call(self, payload: bytes, rules_version: int) -> bytes:
         """Apply one batch (JournalUnavailable, ShardFailed, ShardConnectionLost, or
         the Ray error of a shard that cannot be reached at all)."""
-        for attempt in range(1, self._attempts + 1):
+        attempt = 1
+        while True:
             try:
                 return await self._call_once(payload, rules_version)
             except ShardConnectionLost:
-                if attempt == self._attempts:
+                if attempt >= self._attempts:
                     raise
-        raise AssertionError("unreachable")
+                attempt += 1
 
     async def _call_once(self, payload: bytes, rules_version: int) -> bytes:
         if self._writer is None:
