@@ -1,5 +1,8 @@
 """The shard actor: a thin Ray shell joining the pure ledger core to its Redis journal.
 
+Ray creates, places and restarts it; the gateway's batches reach it over its data
+channel (actors/channel.py), a TCP connection that costs a fraction of a Ray call.
+
 A batch is applied in memory, its journal record is appended to Redis (fenced by this
 incarnation's epoch), and only then are its outcomes returned. If anything fails
 after the core changed state, the in-memory state is dropped and rebuilt from the
@@ -394,9 +397,11 @@ class ShardActor:
 def make_shard_actor(settings: ShardSettings, *, name: str, namespace: str | None = None):
     """Create the named Ray actor for one shard.
 
-    A sync actor with one caller applies batches in submission order. Ray restarts a
-    dead shard (max_restarts=-1); its constructor recovers from Redis. A batch that
-    was in flight when the process died is retried on the new incarnation: every
+    Batches arrive over the actor's data channel (``channel_address``; one connection
+    per gateway, answered in order) or as Ray calls; one lock applies them one at a
+    time. Ray restarts a dead shard (max_restarts=-1); its constructor recovers from
+    Redis. A batch that was in flight when the process died is sent again to the new
+    incarnation (by the gateway over a new channel, or by Ray for a Ray call): every
     mutation in it carries a request_id, so a retry never applies anything twice.
     """
     import ray
