@@ -7,7 +7,7 @@ import asyncio
 import datetime
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
-from typing import Any
+from typing import Any, Self
 
 import grpc
 
@@ -26,6 +26,22 @@ def _config(config: ClientConfig | str | None) -> ClientConfig:
     if isinstance(config, str):
         return ClientConfig(target=config)
     return config
+
+
+class _Configured:
+    """What both clients do with their configuration."""
+
+    _config: ClientConfig
+
+    @classmethod
+    def from_env(cls, **overrides: Any) -> Self:
+        """A client configured by ``ClientConfig.from_env`` (LOYALTY_TARGET, LOYALTY_API_KEY, ...)."""
+        return cls(ClientConfig.from_env(**overrides))
+
+    @property
+    def config(self) -> ClientConfig:
+        """The client's configuration."""
+        return self._config
 
 
 def _earn(member_id, lines, currency, channel, store_id, occurred_at, request_id) -> _calls.Call:
@@ -47,7 +63,7 @@ def _chunk_failed(call: _calls.Call, error: LoyaltyError) -> list[m.BatchItemRes
     return [m.BatchItemResult(rid, None, error.with_request_id(rid)) for rid in call.item_request_ids]
 
 
-class LoyaltyClient:
+class LoyaltyClient(_Configured):
     """A blocking client of loyalty.v1.LoyaltyService.
 
     >>> with LoyaltyClient("127.0.0.1:50051") as client:  # doctest: +SKIP
@@ -73,16 +89,6 @@ class LoyaltyClient:
             )
         self._stub = loyalty_pb2_grpc.LoyaltyServiceStub(self._channel)
         self._metadata = self._config.call_metadata()
-
-    @classmethod
-    def from_env(cls, **overrides: Any) -> LoyaltyClient:
-        """A client configured by ``ClientConfig.from_env`` (LOYALTY_TARGET, LOYALTY_API_KEY, ...)."""
-        return cls(ClientConfig.from_env(**overrides))
-
-    @property
-    def config(self) -> ClientConfig:
-        """The client's configuration."""
-        return self._config
 
     def close(self) -> None:
         """Close the channel; calls in flight fail."""
@@ -300,7 +306,7 @@ class LoyaltyClient:
             raise
 
 
-class AsyncLoyaltyClient:
+class AsyncLoyaltyClient(_Configured):
     """An asyncio client of loyalty.v1.LoyaltyService (grpc.aio), with the same methods
     as ``LoyaltyClient`` as coroutines (``iter_transactions`` is an async iterator).
 
@@ -320,16 +326,6 @@ class AsyncLoyaltyClient:
         self._channel: grpc.aio.Channel | None = None
         self._stub: loyalty_pb2_grpc.LoyaltyServiceStub | None = None
         self._metadata = self._config.call_metadata()
-
-    @classmethod
-    def from_env(cls, **overrides: Any) -> AsyncLoyaltyClient:
-        """A client configured by ``ClientConfig.from_env`` (LOYALTY_TARGET, LOYALTY_API_KEY, ...)."""
-        return cls(ClientConfig.from_env(**overrides))
-
-    @property
-    def config(self) -> ClientConfig:
-        """The client's configuration."""
-        return self._config
 
     def _stub_now(self) -> loyalty_pb2_grpc.LoyaltyServiceStub:
         if self._stub is None:
