@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import contextlib
 import datetime
 import importlib.metadata
 import json
@@ -964,12 +965,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-recheck", action="store_true", help="skip the final bare re-check")
 
 
-def collect(options: argparse.Namespace, *, everysec: bool = False) -> dict:
+def collect(options: argparse.Namespace, *, suite: bool = False) -> dict:
     """Run the measurements; return the run (also saved as bench/out/first_numbers.json).
 
-    everysec=True (bench/run_suite.py): after the default loyalty server (appendfsync
-    always), start a second one with --appendfsync everysec and measure the same four
-    modes on it (server name "loyalty-everysec"), before the bare re-check."""
+    suite=True (bench/run_suite.py): after the default loyalty server (appendfsync
+    always), start one with --appendfsync everysec and measure the same four modes on
+    it (server "loyalty-everysec"), then one with --gateways 2 and measure unary Earn
+    and its half load (server "loyalty-2-gateways"), before the bare re-check."""
     OUT.mkdir(exist_ok=True)
     started = time.monotonic()
     when = datetime.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")
@@ -1008,57 +1010,50 @@ def collect(options: argparse.Namespace, *, everysec: bool = False) -> dict:
             bench.redis = None
         server.stop(120)
 
+    @contextlib.contextmanager
+    def loyalty_run(name: str, extra: list[str]):
+        """A loyalty server on a fresh data directory, stopped on the way out."""
+        with tempfile.TemporaryDirectory(prefix="loyalty-bench-") as data_dir:
+            server, port = loyalty_server(name, data_dir, extra)
+            try:
+                yield server, port
+            finally:
+                stop_loyalty(server)
+
+    def half_load(server: Server, port: int, unary: dict) -> None:
+        """Unary Earn paced at half the throughput ``unary`` measured."""
+        if not options.no_half_load:
+            bench.measure(server, port, "unary Earn at half load", "unary-earn", rate=unary["ops_per_s"] / 2)
+
     try:
         # (a) the baseline
         bare, port = bare_server("bare")
         bare.start(timeout=60)
         bench.sampler.set_root("server", bare.pid)
         try:
-            bare_measured = bench.modes(bare, port)
-            if not options.no_half_load:  # the goal's condition, met by the baseline itself?
-                bench.measure(bare, port, "unary Earn at half load", "unary-earn",
-                              rate=bare_measured["unary"]["ops_per_s"] / 2)
+            half_load(bare, port, bench.modes(bare, port)["unary"])  # the p99 goal's condition, on the baseline
         finally:
             bench.sampler.set_root("server", None)
             bare.stop(30)
 
         # (b) the loyalty server, defaults, fresh data directory
-        with tempfile.TemporaryDirectory(prefix="loyalty-bench-") as data_dir:
-            loyalty, port = loyalty_server("loyalty", data_dir, [])
-            try:
-                measured = bench.modes(loyalty, port)
+        with loyalty_run("loyalty", []) as (loyalty, port):
+            measured = bench.modes(loyalty, port)
+            half_load(loyalty, port, measured["unary"])
+            if not options.no_profile:
+                bench.profile(loyalty, port, "unary Earn", "unary-earn")
+                bench.profile(loyalty, port, "Batch x1000", "batch-earn", 1000)
                 if not options.no_half_load:
-                    rate = measured["unary"]["ops_per_s"] / 2
-                    bench.measure(loyalty, port, "unary Earn at half load", "unary-earn", rate=rate)
-                if not options.no_profile:
-                    bench.profile(loyalty, port, "unary Earn", "unary-earn")
-                    bench.profile(loyalty, port, "Batch x1000", "batch-earn", 1000)
-                    if not options.no_half_load:
-                        bench.profile(loyalty, port, "unary Earn at half load", "unary-earn",
-                                      rate=measured["unary"]["ops_per_s"] / 2, roles=("shard",), idle=True)
-            finally:
-                stop_loyalty(loyalty)
+                    bench.profile(loyalty, port, "unary Earn at half load", "unary-earn",
+                                  rate=measured["unary"]["ops_per_s"] / 2, roles=("shard",), idle=True)
 
-        # (c) durability cost: the same modes with appendfsync everysec
-        if everysec:
-            with tempfile.TemporaryDirectory(prefix="loyalty-bench-") as data_dir:
-                relaxed, port = loyalty_server("loyalty-everysec", data_dir, ["--appendfsync", "everysec"])
-                try:
-                    bench.modes(relaxed, port)
-                finally:
-                    stop_loyalty(relaxed)
-
-        # (d) context: the same server with a second gateway process (--gateways 2)
-        if everysec:
-            with tempfile.TemporaryDirectory(prefix="loyalty-bench-") as data_dir:
-                two, port = loyalty_server("loyalty-2-gateways", data_dir, ["--gateways", "2"])
-                try:
-                    unary = bench.measure(two, port, "unary Earn", "unary-earn")
-                    if not options.no_half_load:
-                        bench.measure(two, port, "unary Earn at half load", "unary-earn",
-                                      rate=unary["ops_per_s"] / 2)
-                finally:
-                    stop_loyalty(two)
+        if suite:
+            # (c) durability cost: the same modes with appendfsync everysec
+            with loyalty_run("loyalty-everysec", ["--appendfsync", "everysec"]) as (relaxed, port):
+                bench.modes(relaxed, port)
+            # (d) context: a second gateway process
+            with loyalty_run("loyalty-2-gateways", ["--gateways", "2"]) as (two, port):
+                half_load(two, port, bench.measure(two, port, "unary Earn", "unary-earn"))
 
         # drift check
         if not options.no_recheck:

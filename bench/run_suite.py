@@ -359,7 +359,7 @@ def main(argv: list[str] | None = None) -> int:
     if options.skip_first_numbers:
         run = json.loads((OUT / "first_numbers.json").read_text())
     else:
-        run = rfn.collect(first, everysec=True)
+        run = rfn.collect(first, suite=True)
     commands: list[str] = []
     core, display = run_json(["bench/member_scale.py", "core", "--members", str(sizes["core_members"]), "--json"],
                              timeout=1800)
