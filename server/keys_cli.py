@@ -200,18 +200,7 @@ def _remote(options: argparse.Namespace) -> int:
                     timeout=30,
                 )
                 for event in page.events:
-                    _print_event(
-                        {
-                            "event_id": event.event_id,
-                            "time": event.time.ToJsonString(),
-                            "actor": f"{event.actor_name} ({event.actor_key_id})",
-                            "action": event.action,
-                            "target": event.target,
-                            "before": event.before_json,
-                            "after": event.after_json,
-                        },
-                        options.json,
-                    )
+                    _print_event(event, event.time.ToJsonString(), options.json)
                 shown += len(page.events)
                 token = page.next_page_token
                 if not token or not page.events:
@@ -233,11 +222,16 @@ def _print_secret(key: dict, secret: str, as_json: bool) -> None:
     print("# the line above is the secret: it is shown once and stored nowhere", file=sys.stderr)
 
 
-def _print_event(event: dict, as_json: bool) -> None:
+def _print_event(event, time_text: str, as_json: bool) -> None:
+    """One audit event (an AuditEvent message or the stored struct: same field names)."""
+    actor = f"{event.actor_name} ({event.actor_key_id})"
     if as_json:
-        print(json.dumps(event, sort_keys=True))
+        print(json.dumps({
+            "event_id": event.event_id, "time": time_text, "actor": actor, "action": event.action,
+            "target": event.target, "before": event.before_json, "after": event.after_json,
+        }, sort_keys=True))
         return
-    print("\t".join([event["time"], event["actor"], event["action"], event["target"]]))
+    print("\t".join([time_text, actor, event.action, event.target]))
 
 
 # ---------------------------------------------------------------- straight to Redis
@@ -298,16 +292,7 @@ async def _direct(options: argparse.Namespace) -> int:
                 events, _ = await audit.events(limit=options.limit)
                 for event in events:
                     _print_event(
-                        {
-                            "event_id": event.event_id,
-                            "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(event.time_ms / 1000)),
-                            "actor": f"{event.actor_name} ({event.actor_key_id})",
-                            "action": event.action,
-                            "target": event.target,
-                            "before": event.before_json,
-                            "after": event.after_json,
-                        },
-                        options.json,
+                        event, time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(event.time_ms / 1000)), options.json
                     )
     except KeyNotFound:
         print(f"loyalty keys: no API key {options.key_id}", file=sys.stderr)
