@@ -9,7 +9,7 @@ import uuid
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
 from loyalty.v1 import admin_pb2 as apb
@@ -155,17 +155,40 @@ def _mutations():
     }  # fmt: skip
 
 
+def _well_formed_mutations():
+    """Requests that pass validation, with values inside the allowed ranges but sometimes past
+    what the ledger grants (the watched member starts with 1,000 points): they reach the
+    watched member's ledger, the only place a refusal could still move its balance."""
+    ids = dict(member_id=member_ids(), request_id=st.uuids().map(str))
+    points = st.integers(1, 2_000)
+    word = st.text(alphabet="abcXYZ-_.09", min_size=1, max_size=12)
+    line = st.builds(pb.PurchaseLine, sku=word, quantity=st.integers(1, 5), amount_minor=st.integers(1, 10_000))
+    return {
+        "enroll_member": st.builds(pb.EnrollMemberRequest, **ids),
+        "earn": st.builds(pb.EarnRequest, **ids, purchase=st.builds(
+            pb.Purchase, currency=st.just("EUR"), lines=st.lists(line, min_size=1, max_size=3))),
+        "redeem": st.builds(pb.RedeemRequest, **ids, points=points),
+        "reserve": st.builds(pb.ReserveRequest, **ids, points=points, ttl_seconds=st.integers(0, 3_600)),
+        "capture": st.builds(pb.CaptureRequest, **ids, reservation_id=word, points=points),
+        "release": st.builds(pb.ReleaseRequest, **ids, reservation_id=word),
+        "reverse": st.builds(pb.ReverseRequest, **ids, original_request_id=word, lines=st.lists(
+            st.builds(pb.ReturnLine, sku=word, quantity=st.integers(1, 5)), max_size=2)),
+        "adjust": st.builds(pb.AdjustRequest, **ids, points=points | st.integers(-2_000, -1), reason=word),
+    }  # fmt: skip
+
+
 def _requests():
-    mutations = _mutations()
+    hostile, well_formed = _mutations(), _well_formed_mutations()
+    mutations = [*hostile.items(), *well_formed.items()]
     rpc_of = {
         "enroll_member": "EnrollMember", "earn": "Earn", "redeem": "Redeem", "reserve": "Reserve",
         "capture": "Capture", "release": "Release", "reverse": "Reverse", "adjust": "Adjust",
     }  # fmt: skip
-    loyalty = [st.tuples(st.just(rpc_of[kind]), strategy) for kind, strategy in mutations.items()]
+    loyalty = [st.tuples(st.just(rpc_of[kind]), strategy) for kind, strategy in hostile.items()]
     item = st.one_of(
         *[
             st.builds(lambda r, k=kind: pb.BatchItem(**{k: r}), strategy)
-            for kind, strategy in mutations.items()
+            for kind, strategy in mutations
         ]
     )
     loyalty += [
@@ -195,9 +218,13 @@ def _requests():
                                                    validate_only=st.just(True))),
         st.tuples(st.just("ListRules"), st.builds(apb.ListRulesRequest, page_size=INT32, page_token=SHORT)),
     ]  # fmt: skip
+    # About a third each: hostile values for any LoyaltyService RPC, well-formed mutations,
+    # and AdminService RPCs.
     return st.one_of(
-        *[st.tuples(st.just("loyalty.v1.LoyaltyService"), s) for s in loyalty],
-        *[st.tuples(st.just("loyalty.v1.AdminService"), s) for s in admin],
+        st.tuples(st.just("loyalty.v1.LoyaltyService"), st.one_of(*loyalty)),
+        st.tuples(st.just("loyalty.v1.LoyaltyService"), st.one_of(
+            *[st.tuples(st.just(rpc_of[kind]), strategy) for kind, strategy in well_formed.items()])),
+        st.tuples(st.just("loyalty.v1.AdminService"), st.one_of(*admin)),
     )
 
 
@@ -209,17 +236,46 @@ def test_random_field_values_are_refused_cleanly_and_never_move_a_balance_when_r
     harness.call(f"/{service}/{name}", request.SerializeToString())
 
 
-def test_the_strategies_reach_the_watched_member_and_succeed_sometimes(harness):
-    """The fuzzing above can only catch a balance change if it sometimes targets the
-    watched member with requests that pass validation: check the strategy does."""
+MUTATING_RPCS = {"EnrollMember", "Earn", "Redeem", "Reserve", "Capture", "Release", "Reverse", "Adjust", "Batch"}
+
+
+def _member_ids_of(request) -> set[str]:
+    if isinstance(request, pb.BatchRequest):
+        operations = [item.WhichOneof("operation") for item in request.items]
+        return {getattr(item, kind).member_id for item, kind in zip(request.items, operations) if kind}
+    return {request.member_id} if hasattr(request, "member_id") else set()
+
+
+@pytest.mark.parametrize(
+    "answer",
+    ["moves the balance", "is refused by the ledger", "is refused by validation"],
+)
+def test_the_fuzzers_requests_reach_the_watched_member(harness, answer):
+    """The field fuzzing above can only catch a refused request that moved a balance if its
+    own strategy (_requests) sends the watched member requests that pass validation: some
+    the ledger applies and some it refuses. Search that strategy for each kind of answer."""
     WATCHED[0] = harness.member_id
-    codes = []
 
-    @settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
-    @given(request=st.builds(pb.RedeemRequest, member_id=st.just(harness.member_id), request_id=SHORT,
-                             points=st.integers(1, 10)))  # fmt: skip
-    def redeem(request):
-        codes.append(harness.call("/loyalty.v1.LoyaltyService/Redeem", request.SerializeToString()))
+    def sent(drawn) -> bool:
+        service, (name, request) = drawn
+        before = harness.balance
+        code = harness.call(f"/{service}/{name}", request.SerializeToString())
+        if harness.member_id not in _member_ids_of(request):
+            return False
+        if answer == "moves the balance":
+            return harness.balance != before
+        if answer == "is refused by the ledger":
+            return name in MUTATING_RPCS and code not in (grpc.StatusCode.OK, grpc.StatusCode.INVALID_ARGUMENT)
+        return code == grpc.StatusCode.INVALID_ARGUMENT
 
-    redeem()
-    assert grpc.StatusCode.OK in codes and grpc.StatusCode.INVALID_ARGUMENT in codes
+    found = []
+
+    @settings(max_examples=500, phases=[Phase.generate], database=None, deadline=None,
+              suppress_health_check=list(HealthCheck))  # fmt: skip
+    @given(drawn=_requests())
+    def search(drawn):
+        if not found and sent(drawn):
+            found.append(drawn)
+
+    search()
+    assert found, f"none of 500 requests drawn from _requests() to the watched member {answer}"
