@@ -124,10 +124,13 @@ balances = st.one_of(
 )
 
 
+STATUSES = (Status.OK,) * 4 + (Status.INSUFFICIENT_POINTS, Status.MEMBER_NOT_FOUND)
+
+
 @st.composite
-def outcomes(draw) -> Outcome:
+def outcomes(draw, statuses=STATUSES) -> Outcome:
     kind = draw(st.sampled_from(sorted(EVERY_FIELD)))
-    status = draw(st.sampled_from([Status.OK] * 4 + [Status.INSUFFICIENT_POINTS, Status.MEMBER_NOT_FOUND]))
+    status = draw(st.sampled_from(statuses))
     at_ms = draw(TIMES_MS)
     fields = {
         "status": status,
@@ -181,10 +184,8 @@ def test_a_batch_response_holds_every_answer_in_order(items):
 
 
 @EXAMPLES
-@given(outcomes())
+@given(outcomes(statuses=[Status.OK]))  # only a success has a response message; failures: below
 def test_unary_responses_are_unchanged(outcome):
-    if outcome.status != Status.OK:
-        return
     same(responses.mutation_response(outcome), EVERY_FIELD[outcome.kind](outcome))
     operation = responses.operation("m-1", "r-1", outcome)
     expected = pb.Operation(member_id="m-1", request_id="r-1", applied_at=timestamp(outcome.at_ms))
@@ -193,6 +194,14 @@ def test_unary_responses_are_unchanged(outcome):
     same(operation, expected)
     if outcome.kind == "earn":
         same(responses.earn_simulation(outcome), every_field_earn(outcome))
+
+
+@EXAMPLES
+@given(outcomes(statuses=[Status.INSUFFICIENT_POINTS, Status.MEMBER_NOT_FOUND]))
+def test_a_stored_failure_is_an_operation_holding_its_error_status(outcome):
+    expected = pb.Operation(member_id="m-1", request_id="r-1", applied_at=timestamp(outcome.at_ms),
+                            status=errors.rpc_status(outcome.status, outcome.message))  # fmt: skip
+    same(responses.operation("m-1", "r-1", outcome), expected)
 
 
 def test_earns_of_many_shard_calls_keep_their_own_times():
