@@ -5,6 +5,10 @@ atomically in Redis); the gateway that made a change adopts its version at once,
 the caller's next earn through it sees the new rules; other gateways learn it from
 the store's change feed. Every successful change is recorded in the audit log.
 API keys and the audit log itself are served by auth's KeyAdmin.
+
+Changes sent with a ``request_id`` are safe to retry: the store records the outcome
+in the same transaction as the change, a retry answers it again, and the audit event
+is appended once (see server/admin_requests.py).
 """
 
 from __future__ import annotations
@@ -25,6 +29,14 @@ from loyalty.actors.ledger.program import CompiledProgram, Program
 from loyalty.actors.ledger.rules import Rule, Violation
 from loyalty.actors.ledger.status import Status
 from loyalty.server import errors
+from loyalty.server.admin_requests import (
+    RULES_AREA,
+    RequestIdConflict,
+    RequestToRecord,
+    check_request_id,
+    fingerprint,
+    request_key,
+)
 from loyalty.server.errors import FieldViolation
 from loyalty.server.rule_convert import apply_update, rule_from_proto, rule_to_proto, rules_from_proto
 from loyalty.server.rules_store import (
@@ -73,6 +85,8 @@ class AdminServicer(pb_grpc.AdminServiceServicer):
             return await change
         except FieldViolation as violation:
             await _abort(context, errors.invalid_argument(violation))
+        except RequestIdConflict as conflict:
+            await _abort(context, errors.rpc_status(Status.REQUEST_ID_CONFLICT, str(conflict)))
         except RuleChangeRefused as refused:
             await _abort(
                 context,
@@ -84,12 +98,53 @@ class AdminServicer(pb_grpc.AdminServiceServicer):
                 errors.rpc_status(Status.SHARD_UNAVAILABLE, f"rules store unavailable: {type(error).__name__}"),
             )
 
-    async def _committed(self, action: str, target: str, result: ChangeResult) -> None:
-        """After a change: adopt its version here, and audit it."""
+    async def _request(self, context, method: str, target: str, request) -> RequestToRecord | None:
+        """How to record this change under its request_id (None without one, or for
+        validate_only); INVALID_ARGUMENT for a malformed request_id."""
+        problem = check_request_id(request.request_id)
+        if problem is not None:
+            await _abort(context, errors.invalid_argument(FieldViolation("request_id", problem)))
+        if not request.request_id or request.validate_only:
+            return None
+        from loyalty.server.auth import current_caller
+
+        caller = current_caller()
+        audit = self._audit
+
+        def audit_fields(before, after) -> dict[str, str]:
+            if audit is None or not hasattr(audit, "event_fields"):
+                return {}
+            return audit.event_fields(action=method, target=target, before=before, after=after, actor=caller)
+
+        return RequestToRecord(
+            key=request_key(self._store.key_prefix, RULES_AREA, request.request_id),
+            method=method,
+            fingerprint=fingerprint(method, caller.key_id, request),
+            audit_fields=audit_fields,
+        )
+
+    async def _committed(self, action: str, target: str, result: ChangeResult, context=None, request_id: str = "") -> None:
+        """After a change (or the replay of one): adopt its version here, and audit
+        it. A change made under a request_id has its audit event stored with it: it is
+        appended once, and if that fails the call answers UNAVAILABLE so the client
+        retries with the same request_id (which replays the change and appends the
+        event then). Without a request_id a failed audit write is only logged."""
         if not result.changed:
             return
         self._live.advance(result.version)
         if self._audit is None:
+            return
+        if result.audit:
+            try:
+                await self._audit.record_once(RULES_AREA, request_id, result.audit)
+            except Exception as error:
+                log.exception("audit: could not record %s of %s (version %d, request_id %s)",
+                              action, target, result.version, request_id)
+                message = (
+                    f"the change was applied (rules version {result.version}) but its audit event could not be "
+                    f"written ({type(error).__name__}); retry with the same request_id"
+                )
+                await _abort(context, errors.rpc_status(Status.SHARD_UNAVAILABLE, message))
             return
         try:
             await self._audit.record(action=action, target=target, before=result.before, after=result.after)
@@ -107,9 +162,13 @@ class AdminServicer(pb_grpc.AdminServiceServicer):
 
     async def CreateRule(self, request: pb.CreateRuleRequest, context) -> pb.Rule:
         rule = await self._convert(context, rule_from_proto, request.rule)
-        result = await self._run(context, self._store.create(rule, validate_only=request.validate_only))
+        target = f"rule/{rule.rule_id}"
+        recorded = await self._request(context, "CreateRule", target, request)
+        result = await self._run(
+            context, self._store.create(rule, validate_only=request.validate_only, request=recorded)
+        )
         if not request.validate_only:
-            await self._committed("CreateRule", f"rule/{rule.rule_id}", result)
+            await self._committed("CreateRule", target, result, context, request.request_id)
         return rule_to_proto(result.view.rule, result.view)
 
     async def UpdateRule(self, request: pb.UpdateRuleRequest, context) -> pb.Rule:
@@ -125,22 +184,29 @@ class AdminServicer(pb_grpc.AdminServiceServicer):
         def build(current):
             return apply_update(current, request.rule, request.update_mask)
 
+        target = f"rule/{rule_id}"
+        recorded = await self._request(context, "UpdateRule", target, request)
         result = await self._run(
-            context, self._store.update(rule_id, build, etag=etag, validate_only=request.validate_only)
+            context,
+            self._store.update(rule_id, build, etag=etag, validate_only=request.validate_only, request=recorded),
         )
         if not request.validate_only:
-            await self._committed("UpdateRule", f"rule/{rule_id}", result)
+            await self._committed("UpdateRule", target, result, context, request.request_id)
         return rule_to_proto(result.view.rule, result.view)
 
     async def DeleteRule(self, request: pb.DeleteRuleRequest, context) -> pb.DeleteRuleResponse:
         if not request.rule_id:
             await _abort(context, errors.invalid_argument(FieldViolation("rule_id", "is required")))
+        target = f"rule/{request.rule_id}"
+        recorded = await self._request(context, "DeleteRule", target, request)
         result = await self._run(
             context,
-            self._store.delete(request.rule_id, etag=request.etag, validate_only=request.validate_only),
+            self._store.delete(
+                request.rule_id, etag=request.etag, validate_only=request.validate_only, request=recorded
+            ),
         )
         if not request.validate_only:
-            await self._committed("DeleteRule", f"rule/{request.rule_id}", result)
+            await self._committed("DeleteRule", target, result, context, request.request_id)
         return pb.DeleteRuleResponse(version=result.version)
 
     async def GetRule(self, request: pb.GetRuleRequest, context) -> pb.Rule:
@@ -188,14 +254,18 @@ class AdminServicer(pb_grpc.AdminServiceServicer):
 
     async def ReplaceRules(self, request: pb.ReplaceRulesRequest, context) -> pb.ListRulesResponse:
         rules = await self._convert(context, rules_from_proto, request.rules)
+        recorded = await self._request(context, "ReplaceRules", "rules", request)
         result = await self._run(
             context,
             self._store.replace(
-                rules, expected_version=request.expected_version, validate_only=request.validate_only
+                rules,
+                expected_version=request.expected_version,
+                validate_only=request.validate_only,
+                request=recorded,
             ),
         )
         if not request.validate_only:
-            await self._committed("ReplaceRules", "rules", result)
+            await self._committed("ReplaceRules", "rules", result, context, request.request_id)
         return pb.ListRulesResponse(
             rules=[rule_to_proto(view.rule, view) for view in result.views], version=result.version
         )

@@ -15,6 +15,7 @@ from typing import Any
 import msgspec
 import redis.asyncio as aioredis
 
+from loyalty.server.admin_requests import AuditOnce
 from loyalty.server.limits import AUDIT_EVENTS_MAX, AUDIT_JSON_BYTES_MAX
 
 
@@ -61,6 +62,37 @@ class AuditLog:
     def __init__(self, client: aioredis.Redis, *, key_prefix: str) -> None:
         self._client = client
         self._key = audit_key(key_prefix)
+        self._once = AuditOnce(client, key_prefix=key_prefix, stream_key=self._key)
+
+    @property
+    def stream_key(self) -> str:
+        """The Redis stream the events are appended to."""
+        return self._key
+
+    def event_fields(
+        self,
+        *,
+        action: str,
+        target: str,
+        before: dict | None,
+        after: dict | None,
+        actor: Any = None,
+    ) -> dict[str, str]:
+        """The stream fields of one event, as ``record`` appends them. The actor is the
+        caller of the current RPC (from ``loyalty.server.auth.current_caller()``) unless
+        given (anything with ``key_id`` and ``name``, e.g. the config file at start)."""
+        if actor is None:
+            from loyalty.server.auth import current_caller
+
+            actor = current_caller()
+        return {
+            "actor_key_id": actor.key_id,
+            "actor_name": actor.name,
+            "action": action,
+            "target": target,
+            "before_json": _json(before),
+            "after_json": _json(after),
+        }
 
     async def record(
         self,
@@ -71,26 +103,15 @@ class AuditLog:
         after: dict | None,
         actor: Any = None,
     ) -> None:
-        """Append one event. The actor is the caller of the current RPC (from
-        ``loyalty.server.auth.current_caller()``) unless given (anything with
-        ``key_id`` and ``name``, e.g. the config file at start)."""
-        if actor is None:
-            from loyalty.server.auth import current_caller
+        """Append one event (see ``event_fields`` for the actor)."""
+        fields = self.event_fields(action=action, target=target, before=before, after=after, actor=actor)
+        await self._client.xadd(self._key, fields, maxlen=AUDIT_EVENTS_MAX, approximate=False)
 
-            actor = current_caller()
-        await self._client.xadd(
-            self._key,
-            {
-                "actor_key_id": actor.key_id,
-                "actor_name": actor.name,
-                "action": action,
-                "target": target,
-                "before_json": _json(before),
-                "after_json": _json(after),
-            },
-            maxlen=AUDIT_EVENTS_MAX,
-            approximate=False,
-        )
+    async def record_once(self, area: str, request_id: str, fields: dict[str, str]) -> bool:
+        """Append the event of an admin request_id (fields from ``event_fields``,
+        stored with the request) unless it already was: retries of a request whose
+        first audit write failed append it once. True if appended now."""
+        return await self._once.append(area, request_id, fields)
 
     async def events(self, *, limit: int, before_event_id: str = "") -> tuple[list[AuditEvent], str]:
         """Up to ``limit`` events, newest first, older than ``before_event_id`` when

@@ -1,8 +1,15 @@
 """AdminService's key and audit RPCs: CreateApiKey, ListApiKeys, RotateApiKey,
 RevokeApiKey, ListAuditEvents. The AdminService servicer delegates to ``KeyAdmin``.
 
-A secret appears in exactly one place: the response to the call that made it. The
-audit log records every change with the key's public fields only.
+A secret appears in exactly one place: the response to the call that made it (and,
+for a call sent with a request_id, the record that lets a retry get the same answer,
+kept ADMIN_REQUEST_RETENTION_S: see server/admin_requests.py). The audit log records
+every change with the key's public fields only.
+
+Retries: CreateApiKey and RotateApiKey with a request_id are recorded with the change
+(in the same Lua script) and a retry answers the same key and secret; RevokeApiKey is
+recorded too, and is naturally idempotent besides (revoking a revoked key answers the
+key as it is and changes nothing).
 """
 
 from __future__ import annotations
@@ -10,6 +17,7 @@ from __future__ import annotations
 import base64
 import binascii
 import functools
+import logging
 import re
 import time
 from collections.abc import Awaitable, Callable
@@ -21,9 +29,28 @@ from grpc_status import rpc_status as grpc_rpc_status
 from loyalty.actors.ledger.limits import PAGE_SIZE_DEFAULT, PAGE_SIZE_MAX
 from loyalty.actors.ledger.status import Status
 from loyalty.server import errors
+from loyalty.server.admin_requests import (
+    KEYS_AREA,
+    AdminRequestRecord,
+    RequestIdConflict,
+    check_request_id,
+    decode_record,
+    encode_record,
+    fingerprint,
+    replayable,
+    request_key,
+)
 from loyalty.server.audit import AuditLog
 from loyalty.server.errors import FieldViolation
-from loyalty.server.keys import ApiKeyRecord, KeyConflict, KeyNotFound, KeyRecords, KeyRevoked, KeyStoreFull
+from loyalty.server.keys import (
+    AlreadyRecorded,
+    ApiKeyRecord,
+    KeyConflict,
+    KeyNotFound,
+    KeyRecords,
+    KeyRevoked,
+    KeyStoreFull,
+)
 from loyalty.server.limits import PAGE_TOKEN_LENGTH_MAX
 from loyalty.server.security_config import check_key_name, check_scope
 from loyalty.v1 import admin_pb2 as apb
@@ -38,6 +65,8 @@ ROLE_NAMES: dict[int, str] = {
 ROLE_VALUES: dict[str, int] = {name: value for value, name in ROLE_NAMES.items()}
 
 _KEY_ID = re.compile(r"key_[0-9a-z_-]{1,60}")
+
+log = logging.getLogger(__name__)
 
 
 def api_key_message(record: ApiKeyRecord) -> apb.ApiKey:
@@ -55,6 +84,10 @@ def api_key_message(record: ApiKeyRecord) -> apb.ApiKey:
     if record.rotate_time_ms:
         message.rotate_time.FromMilliseconds(record.rotate_time_ms)
     return message
+
+
+def _secret_response(record: ApiKeyRecord, secret: str) -> apb.CreateApiKeyResponse:
+    return apb.CreateApiKeyResponse(key=api_key_message(record), secret=secret)
 
 
 def _now_ms() -> int:
@@ -100,6 +133,52 @@ def _store_errors(method):
     return answered
 
 
+def _check_request_id(value: str) -> None:
+    problem = check_request_id(value)
+    if problem is not None:
+        raise FieldViolation("request_id", problem)
+
+
+class _Request:
+    """One key change sent with a request_id: how to record it and how to replay it."""
+
+    def __init__(self, admin: KeyAdmin, method: str, request) -> None:
+        from loyalty.server.auth import current_caller
+
+        self.method = method
+        self.request_id = request.request_id
+        self.caller = current_caller()
+        self.key = request_key(admin._records.key_prefix, KEYS_AREA, request.request_id)
+        self.fingerprint = fingerprint(method, self.caller.key_id, request)
+        self._audit = admin._audit
+
+    def recorder(self, response_of):
+        """A KeyRecords recorder: (before, after, secret) -> (key, record bytes)."""
+
+        def record(before: ApiKeyRecord | None, after: ApiKeyRecord, secret: str) -> tuple[str, bytes]:
+            audit = self._audit.event_fields(
+                action=self.method,
+                target=f"key/{after.key_id}",
+                before=None if before is None else before.public(),
+                after=after.public(),
+                actor=self.caller,
+            )
+            stored = AdminRequestRecord(
+                method=self.method,
+                fingerprint=self.fingerprint,
+                response=response_of(after, secret).SerializeToString(),
+                audit=audit,
+                time_ms=_now_ms(),
+            )
+            self.audit_fields = audit
+            return self.key, encode_record(stored)
+
+        return record
+
+    audit_fields: dict[str, str] | None = None
+    """The audit event stored with the change (once recorded)."""
+
+
 def _encode_page_token(last: str) -> str:
     return base64.urlsafe_b64encode(last.encode()).decode() if last else ""
 
@@ -128,6 +207,36 @@ class KeyAdmin:
         if self._after_change is not None:
             await self._after_change()
 
+    async def _audited(self, context, request: _Request, fields: dict[str, str]) -> None:
+        """Append a recorded change's audit event once. If that fails the change
+        stands and the call answers UNAVAILABLE: the retry with the same request_id
+        replays the change and appends the event then."""
+        try:
+            await self._audit.record_once(KEYS_AREA, request.request_id, fields)
+        except Exception as error:
+            log.exception("audit: could not record %s (request_id %s)", request.method, request.request_id)
+            message = (
+                f"the change was applied but its audit event could not be written ({type(error).__name__}); "
+                "retry with the same request_id"
+            )
+            await _abort(context, errors.rpc_status(Status.SHARD_UNAVAILABLE, message))
+
+    async def _replay(self, context, request: _Request, stored: bytes, response_type):
+        """The answer recorded for this request_id (REQUEST_ID_CONFLICT when it was
+        another request's), after finishing what the first attempt may not have."""
+        try:
+            record = replayable(decode_record(stored), request.method, request.fingerprint)
+        except RequestIdConflict as conflict:
+            await _abort(context, errors.rpc_status(Status.REQUEST_ID_CONFLICT, str(conflict)))
+        await self._changed()
+        await self._audited(context, request, record.audit)
+        return response_type.FromString(record.response)
+
+    async def _request(self, context, method: str, request) -> _Request | None:
+        if not request.request_id:
+            return None
+        return _Request(self, method, request)
+
     def _page_size(self, requested: int) -> int:
         if requested < 0:
             raise FieldViolation("page_size", "must not be negative")
@@ -147,21 +256,31 @@ class KeyAdmin:
             except ValueError as error:
                 field, _, description = str(error).partition(": ")
                 raise FieldViolation(field, description) from None
+            _check_request_id(request.request_id)
         except FieldViolation as violation:
             await _abort(context, errors.invalid_argument(violation))
+        recorded = await self._request(context, "CreateApiKey", request)
+        if recorded is not None and (stored := await self._records.stored_request(recorded.key)) is not None:
+            return await self._replay(context, recorded, stored, apb.CreateApiKeyResponse)
         try:
             record, secret = await self._records.create(
-                name=name, role=role, channels=channels, store_ids=store_ids, now_ms=_now_ms()
+                name=name, role=role, channels=channels, store_ids=store_ids, now_ms=_now_ms(),
+                recorder=None if recorded is None else recorded.recorder(_secret_response),
             )
+        except AlreadyRecorded as already:
+            return await self._replay(context, recorded, already.stored, apb.CreateApiKeyResponse)
         except KeyStoreFull as error:
             await _abort(context, errors.rpc_status(Status.OVERLOADED, str(error)))
         except KeyConflict as error:
             await _abort(context, errors.rpc_status(Status.SHARD_UNAVAILABLE, str(error)))
         await self._changed()
-        await self._audit.record(
-            action="CreateApiKey", target=f"key/{record.key_id}", before=None, after=record.public()
-        )
-        return apb.CreateApiKeyResponse(key=api_key_message(record), secret=secret)
+        if recorded is not None:
+            await self._audited(context, recorded, recorded.audit_fields)
+        else:
+            await self._audit.record(
+                action="CreateApiKey", target=f"key/{record.key_id}", before=None, after=record.public()
+            )
+        return _secret_response(record, secret)
 
     @_store_errors
     async def ListApiKeys(self, request: apb.ListApiKeysRequest, context) -> apb.ListApiKeysResponse:
@@ -187,10 +306,18 @@ class KeyAdmin:
         """A new secret; the old one stops working on every gateway at once."""
         try:
             key_id = _key_id(request.key_id)
+            _check_request_id(request.request_id)
         except FieldViolation as violation:
             await _abort(context, errors.invalid_argument(violation))
+        recorded = await self._request(context, "RotateApiKey", request)
+        if recorded is not None and (stored := await self._records.stored_request(recorded.key)) is not None:
+            return await self._replay(context, recorded, stored, apb.CreateApiKeyResponse)
         try:
-            before, after, secret = await self._records.rotate(key_id, now_ms=_now_ms())
+            before, after, secret = await self._records.rotate(
+                key_id, now_ms=_now_ms(), recorder=None if recorded is None else recorded.recorder(_secret_response)
+            )
+        except AlreadyRecorded as already:
+            return await self._replay(context, recorded, already.stored, apb.CreateApiKeyResponse)
         except KeyNotFound:
             await _abort(context, errors.rpc_status(Status.API_KEY_NOT_FOUND, f"no API key {key_id}"))
         except KeyRevoked:
@@ -199,10 +326,13 @@ class KeyAdmin:
         except KeyConflict as error:
             await _abort(context, errors.rpc_status(Status.SHARD_UNAVAILABLE, str(error)))
         await self._changed()
-        await self._audit.record(
-            action="RotateApiKey", target=f"key/{key_id}", before=before.public(), after=after.public()
-        )
-        return apb.CreateApiKeyResponse(key=api_key_message(after), secret=secret)
+        if recorded is not None:
+            await self._audited(context, recorded, recorded.audit_fields)
+        else:
+            await self._audit.record(
+                action="RotateApiKey", target=f"key/{key_id}", before=before.public(), after=after.public()
+            )
+        return _secret_response(after, secret)
 
     @_store_errors
     async def RevokeApiKey(self, request: apb.RevokeApiKeyRequest, context) -> apb.ApiKey:
@@ -210,19 +340,32 @@ class KeyAdmin:
         changes nothing and records nothing."""
         try:
             key_id = _key_id(request.key_id)
+            _check_request_id(request.request_id)
         except FieldViolation as violation:
             await _abort(context, errors.invalid_argument(violation))
+        recorded = await self._request(context, "RevokeApiKey", request)
+        if recorded is not None and (stored := await self._records.stored_request(recorded.key)) is not None:
+            return await self._replay(context, recorded, stored, apb.ApiKey)
         try:
-            before, after = await self._records.revoke(key_id, now_ms=_now_ms())
+            before, after = await self._records.revoke(
+                key_id,
+                now_ms=_now_ms(),
+                recorder=None if recorded is None else recorded.recorder(lambda key, _secret: api_key_message(key)),
+            )
+        except AlreadyRecorded as already:
+            return await self._replay(context, recorded, already.stored, apb.ApiKey)
         except KeyNotFound:
             await _abort(context, errors.rpc_status(Status.API_KEY_NOT_FOUND, f"no API key {key_id}"))
         except KeyConflict as error:
             await _abort(context, errors.rpc_status(Status.SHARD_UNAVAILABLE, str(error)))
         if after != before:
             await self._changed()
-            await self._audit.record(
-                action="RevokeApiKey", target=f"key/{key_id}", before=before.public(), after=after.public()
-            )
+            if recorded is not None:
+                await self._audited(context, recorded, recorded.audit_fields)
+            else:
+                await self._audit.record(
+                    action="RevokeApiKey", target=f"key/{key_id}", before=before.public(), after=after.public()
+                )
         return api_key_message(after)
 
     @_store_errors

@@ -1,4 +1,6 @@
-"""API keys in Redis: records with the SHA-256 of each secret, never the secret.
+"""API keys in Redis: records with the SHA-256 of each secret, never the secret
+(except, for ADMIN_REQUEST_RETENTION_S, in the replay record of a CreateApiKey or
+RotateApiKey sent with a request_id: see server/admin_requests.py).
 
 Layout (one hash tag, so it works on Redis Cluster too)::
 
@@ -29,6 +31,7 @@ from collections.abc import Callable, Iterable
 import msgspec
 import redis.asyncio as aioredis
 
+from loyalty.server.admin_requests import ADMIN_REQUEST_RETENTION_S
 from loyalty.server.limits import API_KEYS_MAX, KEY_MIRROR_REFRESH_S
 from loyalty.server.security_config import ApiKeySeed
 
@@ -93,6 +96,20 @@ class KeyConflict(Exception):
     """Concurrent changes kept overwriting this key; the caller may retry."""
 
 
+class AlreadyRecorded(Exception):
+    """The admin request_id of this change was recorded already (by an earlier
+    attempt): nothing was written; ``stored`` is the record to replay."""
+
+    def __init__(self, stored: bytes) -> None:
+        super().__init__("request_id already recorded")
+        self.stored = stored
+
+
+Recorder = Callable[[ApiKeyRecord | None, ApiKeyRecord, str], tuple[str, bytes]]
+"""(before, after, secret) -> (Redis key, bytes) of the request record to write
+with the change, atomically (see server/admin_requests.py)."""
+
+
 def hash_secret(secret: str) -> str:
     """Hex SHA-256 of a secret, as stored."""
     return hashlib.sha256(secret.encode()).hexdigest()
@@ -118,9 +135,16 @@ def changes_channel(key_prefix: str) -> str:
     return f"{{{key_prefix}:auth}}:changed"
 
 
-# KEYS[1] records; ARGV: key_id, expected JSON ('' = must be absent), new JSON,
-# channel, key limit. Returns 1 (written), 0 (someone else changed it), -1 (full).
+# KEYS[1] records, KEYS[2] (optional) the admin request_id's record; ARGV: key_id,
+# expected JSON ('' = must be absent), new JSON, channel, key limit, and with KEYS[2]
+# the request record and its lifetime in seconds. Returns 1 (written), 0 (someone
+# else changed it), -1 (full), or {2, stored record} when the request_id is recorded
+# already (nothing written: the caller replays it).
 _COMPARE_AND_SET = """
+if KEYS[2] then
+  local stored = redis.call('GET', KEYS[2])
+  if stored then return {2, stored} end
+end
 local current = redis.call('HGET', KEYS[1], ARGV[1])
 if ARGV[2] == '' then
   if current then return 0 end
@@ -129,6 +153,7 @@ elseif current ~= ARGV[2] then
   return 0
 end
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[3])
+if KEYS[2] then redis.call('SET', KEYS[2], ARGV[6], 'EX', ARGV[7]) end
 redis.call('PUBLISH', ARGV[4], ARGV[1])
 return 1
 """
@@ -143,9 +168,15 @@ class KeyRecords:
 
     def __init__(self, client: aioredis.Redis, *, key_prefix: str) -> None:
         self._client = client
+        self.key_prefix = key_prefix
+        """The deployment's key prefix."""
         self._records = records_key(key_prefix)
         self._channel = changes_channel(key_prefix)
         self._script = client.register_script(_COMPARE_AND_SET)
+
+    async def stored_request(self, request_key: str) -> bytes | None:
+        """The admin request record under ``request_key``, if any."""
+        return await self._client.get(request_key)
 
     async def get(self, key_id: str) -> ApiKeyRecord | None:
         """The record, or None."""
@@ -161,12 +192,22 @@ class KeyRecords:
         """Records stored (revoked ones too)."""
         return await self._client.hlen(self._records)
 
-    async def _compare_and_set(self, before: ApiKeyRecord | None, after: ApiKeyRecord) -> int:
+    async def _compare_and_set(
+        self,
+        before: ApiKeyRecord | None,
+        after: ApiKeyRecord,
+        recorded: tuple[str, bytes] | None = None,
+    ) -> int:
         expected = b"" if before is None else _encoder.encode(before)
-        return await self._script(
-            keys=[self._records],
-            args=[after.key_id, expected, _encoder.encode(after), self._channel, API_KEYS_MAX],
-        )
+        keys = [self._records]
+        args = [after.key_id, expected, _encoder.encode(after), self._channel, API_KEYS_MAX]
+        if recorded is not None:
+            keys.append(recorded[0])
+            args += [recorded[1], ADMIN_REQUEST_RETENTION_S]
+        written = await self._script(keys=keys, args=args)
+        if isinstance(written, list):
+            raise AlreadyRecorded(written[1])
+        return written
 
     async def create(
         self,
@@ -176,8 +217,11 @@ class KeyRecords:
         channels: tuple[str, ...] = (),
         store_ids: tuple[str, ...] = (),
         now_ms: int,
+        recorder: Recorder | None = None,
     ) -> tuple[ApiKeyRecord, str]:
-        """A new key and its secret (the only time the secret exists anywhere)."""
+        """A new key and its secret (the only time the secret exists anywhere, but
+        for the request record ``recorder`` makes, written with the key). Raises
+        AlreadyRecorded when that request was recorded already."""
         secret = new_secret()
         record = ApiKeyRecord(
             key_id=new_key_id(),
@@ -188,7 +232,8 @@ class KeyRecords:
             store_ids=store_ids,
             create_time_ms=now_ms,
         )
-        written = await self._compare_and_set(None, record)
+        recorded = None if recorder is None else recorder(None, record, secret)
+        written = await self._compare_and_set(None, record, recorded)
         if written == -1:
             raise KeyStoreFull(f"at most {API_KEYS_MAX} API keys")
         if written != 1:  # 64 random bits collided: astronomically unlikely
@@ -196,20 +241,29 @@ class KeyRecords:
         return record, secret
 
     async def _update(
-        self, key_id: str, change: Callable[[ApiKeyRecord], ApiKeyRecord]
+        self,
+        key_id: str,
+        change: Callable[[ApiKeyRecord], ApiKeyRecord],
+        recorder: Callable[[ApiKeyRecord, ApiKeyRecord], tuple[str, bytes]] | None = None,
     ) -> tuple[ApiKeyRecord, ApiKeyRecord]:
         for _ in range(_CAS_ATTEMPTS_MAX):
             before = await self.get(key_id)
             if before is None:
                 raise KeyNotFound(key_id)
             after = change(before)
-            if after == before or await self._compare_and_set(before, after) == 1:
+            if after == before:
+                return before, after
+            recorded = None if recorder is None else recorder(before, after)
+            if await self._compare_and_set(before, after, recorded) == 1:
                 return before, after
         raise KeyConflict(f"{key_id} kept changing; retry")
 
-    async def rotate(self, key_id: str, *, now_ms: int) -> tuple[ApiKeyRecord, ApiKeyRecord, str]:
+    async def rotate(
+        self, key_id: str, *, now_ms: int, recorder: Recorder | None = None
+    ) -> tuple[ApiKeyRecord, ApiKeyRecord, str]:
         """A new secret for the key; the old one stops working. Returns before, after
-        and the new secret."""
+        and the new secret. With ``recorder``, its request record is written with the
+        change (AlreadyRecorded when it exists)."""
         secret = new_secret()
 
         def change(record: ApiKeyRecord) -> ApiKeyRecord:
@@ -217,18 +271,23 @@ class KeyRecords:
                 raise KeyRevoked(key_id)
             return msgspec.structs.replace(record, secret_sha256=hash_secret(secret), rotate_time_ms=now_ms)
 
-        before, after = await self._update(key_id, change)
+        record_with = None if recorder is None else (lambda before, after: recorder(before, after, secret))
+        before, after = await self._update(key_id, change, record_with)
         return before, after, secret
 
-    async def revoke(self, key_id: str, *, now_ms: int) -> tuple[ApiKeyRecord, ApiKeyRecord]:
-        """Revoke the key (again: nothing changes). Returns before and after."""
+    async def revoke(
+        self, key_id: str, *, now_ms: int, recorder: Recorder | None = None
+    ) -> tuple[ApiKeyRecord, ApiKeyRecord]:
+        """Revoke the key (again: nothing changes, and nothing is recorded). Returns
+        before and after."""
 
         def change(record: ApiKeyRecord) -> ApiKeyRecord:
             if record.revoked:
                 return record
             return msgspec.structs.replace(record, revoke_time_ms=now_ms)
 
-        return await self._update(key_id, change)
+        record_with = None if recorder is None else (lambda before, after: recorder(before, after, ""))
+        return await self._update(key_id, change, record_with)
 
     async def seed(
         self, seeds: Iterable[ApiKeySeed], *, now_ms: int

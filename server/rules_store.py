@@ -63,6 +63,13 @@ from loyalty.actors.ledger.rules import (
 )
 from loyalty.actors.ledger.status import Status
 from loyalty.actors.rules_source import RulesKeys
+from loyalty.server.admin_requests import (
+    ADMIN_REQUEST_RETENTION_S,
+    RequestToRecord,
+    decode_record,
+    encode_record,
+    replayable,
+)
 
 log = logging.getLogger(__name__)
 
@@ -153,6 +160,21 @@ class ChangeResult(msgspec.Struct, frozen=True, kw_only=True):
     """The rule (or, for ReplaceRules, {rule_id: rule}) before and after, as builtins."""
     views: tuple[RuleView, ...] = ()
     """ReplaceRules: the whole new set, ordered."""
+    replayed: bool = False
+    """True when this is the stored outcome of an earlier call with the same
+    request_id (nothing changed now; budget_remaining is read afresh)."""
+    audit: dict[str, str] | None = None
+    """The audit event fields stored with the change's request_id (None without one)."""
+
+
+class _StoredOutcome(msgspec.Struct, frozen=True, kw_only=True):
+    """What a rules change recorded under a request_id replays: the version it made
+    and the records it answered with (budgets are live counters, read on replay)."""
+
+    version: int
+    records: tuple[RuleRecord, ...] = ()
+    focus: str | None = None
+    whole_set: bool = False
 
 
 class RuleChangeRefused(Exception):
@@ -168,6 +190,7 @@ class RuleChangeRefused(Exception):
 _record_encoder = msgspec.msgpack.Encoder()
 _record_decoder = msgspec.msgpack.Decoder(RuleRecord)
 _token_decoder = msgspec.msgpack.Decoder(tuple[int, str])
+_outcome_decoder = msgspec.msgpack.Decoder(_StoredOutcome)
 
 
 def _ordering(rule: Rule) -> tuple[int, str]:
@@ -215,6 +238,8 @@ class RulesStore:
         self._client = client
         self._program = program
         self._keys = RulesKeys(key_prefix)
+        self.key_prefix = key_prefix
+        """The deployment's key prefix."""
         self._clock_ms = clock_ms or (lambda: time.time_ns() // 1_000_000)
 
     @property
@@ -274,9 +299,14 @@ class RulesStore:
 
     # ------------------------------------------------------------------ changes
 
-    async def create(self, rule: Rule, *, validate_only: bool = False) -> ChangeResult:
+    async def create(
+        self, rule: Rule, *, validate_only: bool = False, request: RequestToRecord | None = None
+    ) -> ChangeResult:
         """Add a rule. RULE_ALREADY_EXISTS if the id is taken; INVALID_FIELD with
-        violations ("rule.<field>") when the set would be invalid."""
+        violations ("rule.<field>") when the set would be invalid. With ``request``
+        the change is recorded under its request_id in the same transaction, and a
+        request_id already recorded is replayed instead (RequestIdConflict when it was
+        another request); so for every change below."""
 
         def plan(version: int, records: dict[str, RuleRecord]) -> tuple[_Plan, dict | None]:
             if rule.rule_id in records:
@@ -288,7 +318,7 @@ class RulesStore:
             creates = ((record.budget_account, rule.budget.total_points),) if record.budget_account else ()
             return _Plan(records=updated, written=(rule.rule_id,), deleted=(), budget_creates=creates), None
 
-        return await self._change(plan, validate_only=validate_only, focus=rule.rule_id)
+        return await self._change(plan, validate_only=validate_only, focus=rule.rule_id, request=request)
 
     async def update(
         self,
@@ -297,6 +327,7 @@ class RulesStore:
         *,
         etag: str = "",
         validate_only: bool = False,
+        request: RequestToRecord | None = None,
     ) -> ChangeResult:
         """Replace a rule by ``build(current)``. RULE_NOT_FOUND; ETAG_MISMATCH when
         ``etag`` is given and is not the current one. A build giving the same rule
@@ -320,9 +351,11 @@ class RulesStore:
                 budget_creates=creates, budget_deltas=deltas, budget_totals=totals,
             ), rule_builtins(current.rule)
 
-        return await self._change(plan, validate_only=validate_only, focus=rule_id)
+        return await self._change(plan, validate_only=validate_only, focus=rule_id, request=request)
 
-    async def delete(self, rule_id: str, *, etag: str = "", validate_only: bool = False) -> ChangeResult:
+    async def delete(
+        self, rule_id: str, *, etag: str = "", validate_only: bool = False, request: RequestToRecord | None = None
+    ) -> ChangeResult:
         """Remove a rule (its budget account stays, to receive the chunks shards give
         back). RULE_NOT_FOUND; ETAG_MISMATCH when ``etag`` is given and stale."""
 
@@ -332,10 +365,15 @@ class RulesStore:
             del updated[rule_id]
             return _Plan(records=updated, written=(), deleted=(rule_id,)), rule_builtins(current.rule)
 
-        return await self._change(plan, validate_only=validate_only, focus=None)
+        return await self._change(plan, validate_only=validate_only, focus=None, request=request)
 
     async def replace(
-        self, rules: Sequence[Rule], *, expected_version: int = 0, validate_only: bool = False
+        self,
+        rules: Sequence[Rule],
+        *,
+        expected_version: int = 0,
+        validate_only: bool = False,
+        request: RequestToRecord | None = None,
     ) -> ChangeResult:
         """Make ``rules`` the whole live set in one version. Rules equal to the
         stored ones keep their etag, version and budget; a set equal to the live one
@@ -379,7 +417,7 @@ class RulesStore:
                 budget_creates=tuple(creates), budget_deltas=tuple(deltas), budget_totals=tuple(totals),
             ), before
 
-        return await self._change(plan, validate_only=validate_only, focus=None, whole_set=True)
+        return await self._change(plan, validate_only=validate_only, focus=None, whole_set=True, request=request)
 
     def _existing(self, records: dict[str, RuleRecord], rule_id: str, etag: str) -> RuleRecord:
         current = records.get(rule_id)
@@ -429,12 +467,30 @@ class RulesStore:
         )
         return record, creates, deltas, totals
 
-    async def _change(self, plan, *, validate_only: bool, focus: str | None, whole_set: bool = False) -> ChangeResult:
-        """Read, plan, check and commit under WATCH of the version key; retry when
-        another writer committed in between."""
+    async def _change(
+        self,
+        plan,
+        *,
+        validate_only: bool,
+        focus: str | None,
+        whole_set: bool = False,
+        request: RequestToRecord | None = None,
+    ) -> ChangeResult:
+        """Read, plan, check and commit under WATCH of the version key (and of the
+        request_id's record, when there is one); retry when another writer committed
+        in between."""
+        if validate_only:
+            request = None
         for _ in range(RULES_WRITE_ATTEMPTS_MAX):
             async with self._client.pipeline(transaction=True) as pipeline:
-                await pipeline.watch(self._keys.version)
+                if request is None:
+                    await pipeline.watch(self._keys.version)
+                else:
+                    await pipeline.watch(self._keys.version, request.key)
+                    stored = await pipeline.get(request.key)
+                    if stored is not None:
+                        await pipeline.unwatch()
+                        return await self._replay(replayable(decode_record(stored), request.method, request.fingerprint))
                 version, records = await self._read(pipeline)
                 planned, before = plan(version, records)
                 if planned is None:
@@ -449,6 +505,10 @@ class RulesStore:
                     return msgspec.structs.replace(result, version=version, changed=False)
                 pipeline.multi()
                 self._write(pipeline, new_version, planned, rule_set)
+                if request is not None:
+                    record = request.record(self._stored(new_version, planned, ordered, focus, whole_set), result.before, result.after)
+                    pipeline.set(request.key, encode_record(record), ex=ADMIN_REQUEST_RETENTION_S)
+                    result = msgspec.structs.replace(result, audit=record.audit)
                 try:
                     await pipeline.execute()
                 except redis.exceptions.WatchError:
@@ -457,6 +517,25 @@ class RulesStore:
         raise RuleChangeRefused(
             Status.OVERLOADED, f"rules changed by others {RULES_WRITE_ATTEMPTS_MAX} times in a row; retry"
         )
+
+    @staticmethod
+    def _stored(version: int, planned: _Plan, ordered, focus: str | None, whole_set: bool) -> bytes:
+        if whole_set:
+            records = tuple(ordered)
+        elif focus is not None:
+            records = (planned.records[focus],)
+        else:
+            records = ()
+        return msgspec.msgpack.encode(_StoredOutcome(version=version, records=records, focus=focus, whole_set=whole_set))
+
+    async def _replay(self, record) -> ChangeResult:
+        """The outcome a request_id recorded, as first answered (budgets read now)."""
+        stored = _outcome_decoder.decode(record.response)
+        views = tuple(await self._views(stored.records)) if stored.records else ()
+        if stored.whole_set:
+            return ChangeResult(version=stored.version, changed=True, views=views, replayed=True, audit=record.audit)
+        view = views[0] if stored.focus is not None and views else None
+        return ChangeResult(version=stored.version, changed=True, view=view, replayed=True, audit=record.audit)
 
     def _checked_rule_set(self, version: int, ordered: list[RuleRecord], focus: str | None) -> RuleSet:
         rules = [record.rule for record in ordered]

@@ -27,7 +27,7 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from google.rpc import error_details_pb2 as google_dot_rpc_dot_error__details__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16loyalty/v1/admin.proto\x12\nloyalty.v1\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1egoogle/rpc/error_details.proto\"\xc3\x01\n\x0cRuleSchedule\x12.\n\nstart_time\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x14\n\x0c\x64\x61ys_of_week\x18\x03 \x03(\t\x12,\n\x0ctime_windows\x18\x04 \x03(\x0b\x32\x16.loyalty.v1.TimeWindow\x12\x11\n\ttime_zone\x18\x05 \x01(\t\"(\n\nTimeWindow\x12\r\n\x05start\x18\x01 \x01(\t\x12\x0b\n\x03\x65nd\x18\x02 \x01(\t\"\xa0\x03\n\x0eRuleConditions\x12\x10\n\x08\x63hannels\x18\x01 \x03(\t\x12\x11\n\tstore_ids\x18\x02 \x03(\t\x12\x12\n\ncurrencies\x18\x03 \x03(\t\x12\x0c\n\x04skus\x18\x04 \x03(\t\x12\x12\n\ncategories\x18\x05 \x03(\t\x12\x1d\n\x15line_amount_min_minor\x18\x06 \x01(\x03\x12\x1f\n\x17\x62\x61sket_amount_min_minor\x18\x07 \x01(\x03\x12K\n\x11member_attributes\x18\x08 \x03(\x0b\x32\x30.loyalty.v1.RuleConditions.MemberAttributesEntry\x12\x10\n\x08segments\x18\t \x03(\t\x12\r\n\x05tiers\x18\n \x03(\t\x12\x16\n\x0e\x66irst_purchase\x18\x0b \x01(\x08\x12\x19\n\x11\x65nrolled_days_min\x18\x0c \x01(\x05\x12\x19\n\x11\x65nrolled_days_max\x18\r \x01(\x05\x1a\x37\n\x15MemberAttributesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xaf\x01\n\nRuleEffect\x12\x19\n\x0fpoints_per_unit\x18\x01 \x01(\tH\x00\x12\x14\n\nmultiplier\x18\x02 \x01(\tH\x00\x12\x16\n\x0c\x62onus_points\x18\x03 \x01(\x03H\x00\x12(\n\x06target\x18\x04 \x01(\x0e\x32\x18.loyalty.v1.EffectTarget\x12&\n\x08rounding\x18\x05 \x01(\x0e\x32\x14.loyalty.v1.RoundingB\x06\n\x04kind\"C\n\x0cRuleStacking\x12\x17\n\x0f\x65xclusive_group\x18\x01 \x01(\t\x12\x1a\n\x12multiplier_ceiling\x18\x02 \x01(\t\"\x8b\x01\n\x08RuleCaps\x12\x17\n\x0fper_transaction\x18\x01 \x01(\x03\x12\x16\n\x0eper_member_day\x18\x02 \x01(\x03\x12\x17\n\x0fper_member_week\x18\x03 \x01(\x03\x12\x18\n\x10per_member_month\x18\x04 \x01(\x03\x12\x1b\n\x13per_member_lifetime\x18\x05 \x01(\x03\"\"\n\nRuleBudget\x12\x14\n\x0ctotal_points\x18\x01 \x01(\x03\"\xae\x03\n\x04Rule\x12\x0f\n\x07rule_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x10\n\x08priority\x18\x03 \x01(\x05\x12\x0f\n\x07\x65nabled\x18\x04 \x01(\x08\x12*\n\x08schedule\x18\x05 \x01(\x0b\x32\x18.loyalty.v1.RuleSchedule\x12.\n\nconditions\x18\x06 \x01(\x0b\x32\x1a.loyalty.v1.RuleConditions\x12&\n\x06\x65\x66\x66\x65\x63t\x18\x07 \x01(\x0b\x32\x16.loyalty.v1.RuleEffect\x12*\n\x08stacking\x18\x08 \x01(\x0b\x32\x18.loyalty.v1.RuleStacking\x12\"\n\x04\x63\x61ps\x18\t \x01(\x0b\x32\x14.loyalty.v1.RuleCaps\x12&\n\x06\x62udget\x18\n \x01(\x0b\x32\x16.loyalty.v1.RuleBudget\x12\x0c\n\x04\x65tag\x18\x0b \x01(\t\x12\x0f\n\x07version\x18\x0c \x01(\x04\x12/\n\x0bupdate_time\x18\r \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x18\n\x10\x62udget_remaining\x18\x0e \x01(\x03\"J\n\x11\x43reateRuleRequest\x12\x1e\n\x04rule\x18\x01 \x01(\x0b\x32\x10.loyalty.v1.Rule\x12\x15\n\rvalidate_only\x18\x02 \x01(\x08\"{\n\x11UpdateRuleRequest\x12\x1e\n\x04rule\x18\x01 \x01(\x0b\x32\x10.loyalty.v1.Rule\x12/\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\x12\x15\n\rvalidate_only\x18\x03 \x01(\x08\"I\n\x11\x44\x65leteRuleRequest\x12\x0f\n\x07rule_id\x18\x01 \x01(\t\x12\x0c\n\x04\x65tag\x18\x02 \x01(\t\x12\x15\n\rvalidate_only\x18\x03 \x01(\x08\"%\n\x12\x44\x65leteRuleResponse\x12\x0f\n\x07version\x18\x01 \x01(\x04\"!\n\x0eGetRuleRequest\x12\x0f\n\x07rule_id\x18\x01 \x01(\t\"9\n\x10ListRulesRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"^\n\x11ListRulesResponse\x12\x1f\n\x05rules\x18\x01 \x03(\x0b\x32\x10.loyalty.v1.Rule\x12\x0f\n\x07version\x18\x02 \x01(\x04\x12\x17\n\x0fnext_page_token\x18\x03 \x01(\t\"7\n\x14ValidateRulesRequest\x12\x1f\n\x05rules\x18\x01 \x03(\x0b\x32\x10.loyalty.v1.Rule\"a\n\x15ValidateRulesResponse\x12\r\n\x05valid\x18\x01 \x01(\x08\x12\x39\n\nviolations\x18\x02 \x03(\x0b\x32%.google.rpc.BadRequest.FieldViolation\"g\n\x13ReplaceRulesRequest\x12\x1f\n\x05rules\x18\x01 \x03(\x0b\x32\x10.loyalty.v1.Rule\x12\x18\n\x10\x65xpected_version\x18\x02 \x01(\x04\x12\x15\n\rvalidate_only\x18\x03 \x01(\x08\"\xfe\x01\n\x06\x41piKey\x12\x0e\n\x06key_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x1e\n\x04role\x18\x03 \x01(\x0e\x32\x10.loyalty.v1.Role\x12\x10\n\x08\x63hannels\x18\x04 \x03(\t\x12\x11\n\tstore_ids\x18\x05 \x03(\t\x12/\n\x0b\x63reate_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0brevoke_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0brotate_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"h\n\x13\x43reateApiKeyRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x1e\n\x04role\x18\x02 \x01(\x0e\x32\x10.loyalty.v1.Role\x12\x10\n\x08\x63hannels\x18\x03 \x03(\t\x12\x11\n\tstore_ids\x18\x04 \x03(\t\"G\n\x14\x43reateApiKeyResponse\x12\x1f\n\x03key\x18\x01 \x01(\x0b\x32\x12.loyalty.v1.ApiKey\x12\x0e\n\x06secret\x18\x02 \x01(\t\"T\n\x12ListApiKeysRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12\x17\n\x0finclude_revoked\x18\x03 \x01(\x08\"P\n\x13ListApiKeysResponse\x12 \n\x04keys\x18\x01 \x03(\x0b\x32\x12.loyalty.v1.ApiKey\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"%\n\x13RotateApiKeyRequest\x12\x0e\n\x06key_id\x18\x01 \x01(\t\"%\n\x13RevokeApiKeyRequest\x12\x0e\n\x06key_id\x18\x01 \x01(\t\"\xbb\x01\n\nAuditEvent\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12(\n\x04time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x14\n\x0c\x61\x63tor_key_id\x18\x03 \x01(\t\x12\x12\n\nactor_name\x18\x04 \x01(\t\x12\x0e\n\x06\x61\x63tion\x18\x05 \x01(\t\x12\x0e\n\x06target\x18\x06 \x01(\t\x12\x13\n\x0b\x62\x65\x66ore_json\x18\x07 \x01(\t\x12\x12\n\nafter_json\x18\x08 \x01(\t\"?\n\x16ListAuditEventsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"Z\n\x17ListAuditEventsResponse\x12&\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x16.loyalty.v1.AuditEvent\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t*`\n\x0c\x45\x66\x66\x65\x63tTarget\x12\x1d\n\x19\x45\x46\x46\x45\x43T_TARGET_UNSPECIFIED\x10\x00\x12\x17\n\x13\x45\x46\x46\x45\x43T_TARGET_LINES\x10\x01\x12\x18\n\x14\x45\x46\x46\x45\x43T_TARGET_BASKET\x10\x02*^\n\x08Rounding\x12\x18\n\x14ROUNDING_UNSPECIFIED\x10\x00\x12\x11\n\rROUNDING_DOWN\x10\x01\x12\x14\n\x10ROUNDING_HALF_UP\x10\x02\x12\x0f\n\x0bROUNDING_UP\x10\x03*b\n\x04Role\x12\x14\n\x10ROLE_UNSPECIFIED\x10\x00\x12\x0c\n\x08ROLE_POS\x10\x01\x12\x12\n\x0eROLE_ECOMMERCE\x10\x02\x12\x12\n\x0eROLE_ANALYTICS\x10\x03\x12\x0e\n\nROLE_ADMIN\x10\x04\x32\x99\x07\n\x0c\x41\x64minService\x12=\n\nCreateRule\x12\x1d.loyalty.v1.CreateRuleRequest\x1a\x10.loyalty.v1.Rule\x12=\n\nUpdateRule\x12\x1d.loyalty.v1.UpdateRuleRequest\x1a\x10.loyalty.v1.Rule\x12K\n\nDeleteRule\x12\x1d.loyalty.v1.DeleteRuleRequest\x1a\x1e.loyalty.v1.DeleteRuleResponse\x12\x37\n\x07GetRule\x12\x1a.loyalty.v1.GetRuleRequest\x1a\x10.loyalty.v1.Rule\x12H\n\tListRules\x12\x1c.loyalty.v1.ListRulesRequest\x1a\x1d.loyalty.v1.ListRulesResponse\x12T\n\rValidateRules\x12 .loyalty.v1.ValidateRulesRequest\x1a!.loyalty.v1.ValidateRulesResponse\x12N\n\x0cReplaceRules\x12\x1f.loyalty.v1.ReplaceRulesRequest\x1a\x1d.loyalty.v1.ListRulesResponse\x12Q\n\x0c\x43reateApiKey\x12\x1f.loyalty.v1.CreateApiKeyRequest\x1a .loyalty.v1.CreateApiKeyResponse\x12N\n\x0bListApiKeys\x12\x1e.loyalty.v1.ListApiKeysRequest\x1a\x1f.loyalty.v1.ListApiKeysResponse\x12Q\n\x0cRotateApiKey\x12\x1f.loyalty.v1.RotateApiKeyRequest\x1a .loyalty.v1.CreateApiKeyResponse\x12\x43\n\x0cRevokeApiKey\x12\x1f.loyalty.v1.RevokeApiKeyRequest\x1a\x12.loyalty.v1.ApiKey\x12Z\n\x0fListAuditEvents\x12\".loyalty.v1.ListAuditEventsRequest\x1a#.loyalty.v1.ListAuditEventsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16loyalty/v1/admin.proto\x12\nloyalty.v1\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1egoogle/rpc/error_details.proto\"\xc3\x01\n\x0cRuleSchedule\x12.\n\nstart_time\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x14\n\x0c\x64\x61ys_of_week\x18\x03 \x03(\t\x12,\n\x0ctime_windows\x18\x04 \x03(\x0b\x32\x16.loyalty.v1.TimeWindow\x12\x11\n\ttime_zone\x18\x05 \x01(\t\"(\n\nTimeWindow\x12\r\n\x05start\x18\x01 \x01(\t\x12\x0b\n\x03\x65nd\x18\x02 \x01(\t\"\xa0\x03\n\x0eRuleConditions\x12\x10\n\x08\x63hannels\x18\x01 \x03(\t\x12\x11\n\tstore_ids\x18\x02 \x03(\t\x12\x12\n\ncurrencies\x18\x03 \x03(\t\x12\x0c\n\x04skus\x18\x04 \x03(\t\x12\x12\n\ncategories\x18\x05 \x03(\t\x12\x1d\n\x15line_amount_min_minor\x18\x06 \x01(\x03\x12\x1f\n\x17\x62\x61sket_amount_min_minor\x18\x07 \x01(\x03\x12K\n\x11member_attributes\x18\x08 \x03(\x0b\x32\x30.loyalty.v1.RuleConditions.MemberAttributesEntry\x12\x10\n\x08segments\x18\t \x03(\t\x12\r\n\x05tiers\x18\n \x03(\t\x12\x16\n\x0e\x66irst_purchase\x18\x0b \x01(\x08\x12\x19\n\x11\x65nrolled_days_min\x18\x0c \x01(\x05\x12\x19\n\x11\x65nrolled_days_max\x18\r \x01(\x05\x1a\x37\n\x15MemberAttributesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xaf\x01\n\nRuleEffect\x12\x19\n\x0fpoints_per_unit\x18\x01 \x01(\tH\x00\x12\x14\n\nmultiplier\x18\x02 \x01(\tH\x00\x12\x16\n\x0c\x62onus_points\x18\x03 \x01(\x03H\x00\x12(\n\x06target\x18\x04 \x01(\x0e\x32\x18.loyalty.v1.EffectTarget\x12&\n\x08rounding\x18\x05 \x01(\x0e\x32\x14.loyalty.v1.RoundingB\x06\n\x04kind\"C\n\x0cRuleStacking\x12\x17\n\x0f\x65xclusive_group\x18\x01 \x01(\t\x12\x1a\n\x12multiplier_ceiling\x18\x02 \x01(\t\"\x8b\x01\n\x08RuleCaps\x12\x17\n\x0fper_transaction\x18\x01 \x01(\x03\x12\x16\n\x0eper_member_day\x18\x02 \x01(\x03\x12\x17\n\x0fper_member_week\x18\x03 \x01(\x03\x12\x18\n\x10per_member_month\x18\x04 \x01(\x03\x12\x1b\n\x13per_member_lifetime\x18\x05 \x01(\x03\"\"\n\nRuleBudget\x12\x14\n\x0ctotal_points\x18\x01 \x01(\x03\"\xae\x03\n\x04Rule\x12\x0f\n\x07rule_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x10\n\x08priority\x18\x03 \x01(\x05\x12\x0f\n\x07\x65nabled\x18\x04 \x01(\x08\x12*\n\x08schedule\x18\x05 \x01(\x0b\x32\x18.loyalty.v1.RuleSchedule\x12.\n\nconditions\x18\x06 \x01(\x0b\x32\x1a.loyalty.v1.RuleConditions\x12&\n\x06\x65\x66\x66\x65\x63t\x18\x07 \x01(\x0b\x32\x16.loyalty.v1.RuleEffect\x12*\n\x08stacking\x18\x08 \x01(\x0b\x32\x18.loyalty.v1.RuleStacking\x12\"\n\x04\x63\x61ps\x18\t \x01(\x0b\x32\x14.loyalty.v1.RuleCaps\x12&\n\x06\x62udget\x18\n \x01(\x0b\x32\x16.loyalty.v1.RuleBudget\x12\x0c\n\x04\x65tag\x18\x0b \x01(\t\x12\x0f\n\x07version\x18\x0c \x01(\x04\x12/\n\x0bupdate_time\x18\r \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x18\n\x10\x62udget_remaining\x18\x0e \x01(\x03\"^\n\x11\x43reateRuleRequest\x12\x1e\n\x04rule\x18\x01 \x01(\x0b\x32\x10.loyalty.v1.Rule\x12\x15\n\rvalidate_only\x18\x02 \x01(\x08\x12\x12\n\nrequest_id\x18\x03 \x01(\t\"\x8f\x01\n\x11UpdateRuleRequest\x12\x1e\n\x04rule\x18\x01 \x01(\x0b\x32\x10.loyalty.v1.Rule\x12/\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\x12\x15\n\rvalidate_only\x18\x03 \x01(\x08\x12\x12\n\nrequest_id\x18\x04 \x01(\t\"]\n\x11\x44\x65leteRuleRequest\x12\x0f\n\x07rule_id\x18\x01 \x01(\t\x12\x0c\n\x04\x65tag\x18\x02 \x01(\t\x12\x15\n\rvalidate_only\x18\x03 \x01(\x08\x12\x12\n\nrequest_id\x18\x04 \x01(\t\"%\n\x12\x44\x65leteRuleResponse\x12\x0f\n\x07version\x18\x01 \x01(\x04\"!\n\x0eGetRuleRequest\x12\x0f\n\x07rule_id\x18\x01 \x01(\t\"9\n\x10ListRulesRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"^\n\x11ListRulesResponse\x12\x1f\n\x05rules\x18\x01 \x03(\x0b\x32\x10.loyalty.v1.Rule\x12\x0f\n\x07version\x18\x02 \x01(\x04\x12\x17\n\x0fnext_page_token\x18\x03 \x01(\t\"7\n\x14ValidateRulesRequest\x12\x1f\n\x05rules\x18\x01 \x03(\x0b\x32\x10.loyalty.v1.Rule\"a\n\x15ValidateRulesResponse\x12\r\n\x05valid\x18\x01 \x01(\x08\x12\x39\n\nviolations\x18\x02 \x03(\x0b\x32%.google.rpc.BadRequest.FieldViolation\"{\n\x13ReplaceRulesRequest\x12\x1f\n\x05rules\x18\x01 \x03(\x0b\x32\x10.loyalty.v1.Rule\x12\x18\n\x10\x65xpected_version\x18\x02 \x01(\x04\x12\x15\n\rvalidate_only\x18\x03 \x01(\x08\x12\x12\n\nrequest_id\x18\x04 \x01(\t\"\xfe\x01\n\x06\x41piKey\x12\x0e\n\x06key_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x1e\n\x04role\x18\x03 \x01(\x0e\x32\x10.loyalty.v1.Role\x12\x10\n\x08\x63hannels\x18\x04 \x03(\t\x12\x11\n\tstore_ids\x18\x05 \x03(\t\x12/\n\x0b\x63reate_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0brevoke_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0brotate_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"|\n\x13\x43reateApiKeyRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x1e\n\x04role\x18\x02 \x01(\x0e\x32\x10.loyalty.v1.Role\x12\x10\n\x08\x63hannels\x18\x03 \x03(\t\x12\x11\n\tstore_ids\x18\x04 \x03(\t\x12\x12\n\nrequest_id\x18\x05 \x01(\t\"G\n\x14\x43reateApiKeyResponse\x12\x1f\n\x03key\x18\x01 \x01(\x0b\x32\x12.loyalty.v1.ApiKey\x12\x0e\n\x06secret\x18\x02 \x01(\t\"T\n\x12ListApiKeysRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12\x17\n\x0finclude_revoked\x18\x03 \x01(\x08\"P\n\x13ListApiKeysResponse\x12 \n\x04keys\x18\x01 \x03(\x0b\x32\x12.loyalty.v1.ApiKey\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"9\n\x13RotateApiKeyRequest\x12\x0e\n\x06key_id\x18\x01 \x01(\t\x12\x12\n\nrequest_id\x18\x02 \x01(\t\"9\n\x13RevokeApiKeyRequest\x12\x0e\n\x06key_id\x18\x01 \x01(\t\x12\x12\n\nrequest_id\x18\x02 \x01(\t\"\xbb\x01\n\nAuditEvent\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12(\n\x04time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x14\n\x0c\x61\x63tor_key_id\x18\x03 \x01(\t\x12\x12\n\nactor_name\x18\x04 \x01(\t\x12\x0e\n\x06\x61\x63tion\x18\x05 \x01(\t\x12\x0e\n\x06target\x18\x06 \x01(\t\x12\x13\n\x0b\x62\x65\x66ore_json\x18\x07 \x01(\t\x12\x12\n\nafter_json\x18\x08 \x01(\t\"?\n\x16ListAuditEventsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"Z\n\x17ListAuditEventsResponse\x12&\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x16.loyalty.v1.AuditEvent\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t*`\n\x0c\x45\x66\x66\x65\x63tTarget\x12\x1d\n\x19\x45\x46\x46\x45\x43T_TARGET_UNSPECIFIED\x10\x00\x12\x17\n\x13\x45\x46\x46\x45\x43T_TARGET_LINES\x10\x01\x12\x18\n\x14\x45\x46\x46\x45\x43T_TARGET_BASKET\x10\x02*^\n\x08Rounding\x12\x18\n\x14ROUNDING_UNSPECIFIED\x10\x00\x12\x11\n\rROUNDING_DOWN\x10\x01\x12\x14\n\x10ROUNDING_HALF_UP\x10\x02\x12\x0f\n\x0bROUNDING_UP\x10\x03*b\n\x04Role\x12\x14\n\x10ROLE_UNSPECIFIED\x10\x00\x12\x0c\n\x08ROLE_POS\x10\x01\x12\x12\n\x0eROLE_ECOMMERCE\x10\x02\x12\x12\n\x0eROLE_ANALYTICS\x10\x03\x12\x0e\n\nROLE_ADMIN\x10\x04\x32\x99\x07\n\x0c\x41\x64minService\x12=\n\nCreateRule\x12\x1d.loyalty.v1.CreateRuleRequest\x1a\x10.loyalty.v1.Rule\x12=\n\nUpdateRule\x12\x1d.loyalty.v1.UpdateRuleRequest\x1a\x10.loyalty.v1.Rule\x12K\n\nDeleteRule\x12\x1d.loyalty.v1.DeleteRuleRequest\x1a\x1e.loyalty.v1.DeleteRuleResponse\x12\x37\n\x07GetRule\x12\x1a.loyalty.v1.GetRuleRequest\x1a\x10.loyalty.v1.Rule\x12H\n\tListRules\x12\x1c.loyalty.v1.ListRulesRequest\x1a\x1d.loyalty.v1.ListRulesResponse\x12T\n\rValidateRules\x12 .loyalty.v1.ValidateRulesRequest\x1a!.loyalty.v1.ValidateRulesResponse\x12N\n\x0cReplaceRules\x12\x1f.loyalty.v1.ReplaceRulesRequest\x1a\x1d.loyalty.v1.ListRulesResponse\x12Q\n\x0c\x43reateApiKey\x12\x1f.loyalty.v1.CreateApiKeyRequest\x1a .loyalty.v1.CreateApiKeyResponse\x12N\n\x0bListApiKeys\x12\x1e.loyalty.v1.ListApiKeysRequest\x1a\x1f.loyalty.v1.ListApiKeysResponse\x12Q\n\x0cRotateApiKey\x12\x1f.loyalty.v1.RotateApiKeyRequest\x1a .loyalty.v1.CreateApiKeyResponse\x12\x43\n\x0cRevokeApiKey\x12\x1f.loyalty.v1.RevokeApiKeyRequest\x1a\x12.loyalty.v1.ApiKey\x12Z\n\x0fListAuditEvents\x12\".loyalty.v1.ListAuditEventsRequest\x1a#.loyalty.v1.ListAuditEventsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -36,12 +36,12 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_RULECONDITIONS_MEMBERATTRIBUTESENTRY']._loaded_options = None
   _globals['_RULECONDITIONS_MEMBERATTRIBUTESENTRY']._serialized_options = b'8\001'
-  _globals['_EFFECTTARGET']._serialized_start=3449
-  _globals['_EFFECTTARGET']._serialized_end=3545
-  _globals['_ROUNDING']._serialized_start=3547
-  _globals['_ROUNDING']._serialized_end=3641
-  _globals['_ROLE']._serialized_start=3643
-  _globals['_ROLE']._serialized_end=3741
+  _globals['_EFFECTTARGET']._serialized_start=3590
+  _globals['_EFFECTTARGET']._serialized_end=3686
+  _globals['_ROUNDING']._serialized_start=3688
+  _globals['_ROUNDING']._serialized_end=3782
+  _globals['_ROLE']._serialized_start=3784
+  _globals['_ROLE']._serialized_end=3882
   _globals['_RULESCHEDULE']._serialized_start=138
   _globals['_RULESCHEDULE']._serialized_end=333
   _globals['_TIMEWINDOW']._serialized_start=335
@@ -61,45 +61,45 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_RULE']._serialized_start=1222
   _globals['_RULE']._serialized_end=1652
   _globals['_CREATERULEREQUEST']._serialized_start=1654
-  _globals['_CREATERULEREQUEST']._serialized_end=1728
-  _globals['_UPDATERULEREQUEST']._serialized_start=1730
-  _globals['_UPDATERULEREQUEST']._serialized_end=1853
-  _globals['_DELETERULEREQUEST']._serialized_start=1855
-  _globals['_DELETERULEREQUEST']._serialized_end=1928
-  _globals['_DELETERULERESPONSE']._serialized_start=1930
-  _globals['_DELETERULERESPONSE']._serialized_end=1967
-  _globals['_GETRULEREQUEST']._serialized_start=1969
-  _globals['_GETRULEREQUEST']._serialized_end=2002
-  _globals['_LISTRULESREQUEST']._serialized_start=2004
-  _globals['_LISTRULESREQUEST']._serialized_end=2061
-  _globals['_LISTRULESRESPONSE']._serialized_start=2063
-  _globals['_LISTRULESRESPONSE']._serialized_end=2157
-  _globals['_VALIDATERULESREQUEST']._serialized_start=2159
-  _globals['_VALIDATERULESREQUEST']._serialized_end=2214
-  _globals['_VALIDATERULESRESPONSE']._serialized_start=2216
-  _globals['_VALIDATERULESRESPONSE']._serialized_end=2313
-  _globals['_REPLACERULESREQUEST']._serialized_start=2315
-  _globals['_REPLACERULESREQUEST']._serialized_end=2418
-  _globals['_APIKEY']._serialized_start=2421
-  _globals['_APIKEY']._serialized_end=2675
-  _globals['_CREATEAPIKEYREQUEST']._serialized_start=2677
-  _globals['_CREATEAPIKEYREQUEST']._serialized_end=2781
-  _globals['_CREATEAPIKEYRESPONSE']._serialized_start=2783
-  _globals['_CREATEAPIKEYRESPONSE']._serialized_end=2854
-  _globals['_LISTAPIKEYSREQUEST']._serialized_start=2856
-  _globals['_LISTAPIKEYSREQUEST']._serialized_end=2940
-  _globals['_LISTAPIKEYSRESPONSE']._serialized_start=2942
-  _globals['_LISTAPIKEYSRESPONSE']._serialized_end=3022
-  _globals['_ROTATEAPIKEYREQUEST']._serialized_start=3024
-  _globals['_ROTATEAPIKEYREQUEST']._serialized_end=3061
-  _globals['_REVOKEAPIKEYREQUEST']._serialized_start=3063
-  _globals['_REVOKEAPIKEYREQUEST']._serialized_end=3100
-  _globals['_AUDITEVENT']._serialized_start=3103
-  _globals['_AUDITEVENT']._serialized_end=3290
-  _globals['_LISTAUDITEVENTSREQUEST']._serialized_start=3292
-  _globals['_LISTAUDITEVENTSREQUEST']._serialized_end=3355
-  _globals['_LISTAUDITEVENTSRESPONSE']._serialized_start=3357
-  _globals['_LISTAUDITEVENTSRESPONSE']._serialized_end=3447
-  _globals['_ADMINSERVICE']._serialized_start=3744
-  _globals['_ADMINSERVICE']._serialized_end=4665
+  _globals['_CREATERULEREQUEST']._serialized_end=1748
+  _globals['_UPDATERULEREQUEST']._serialized_start=1751
+  _globals['_UPDATERULEREQUEST']._serialized_end=1894
+  _globals['_DELETERULEREQUEST']._serialized_start=1896
+  _globals['_DELETERULEREQUEST']._serialized_end=1989
+  _globals['_DELETERULERESPONSE']._serialized_start=1991
+  _globals['_DELETERULERESPONSE']._serialized_end=2028
+  _globals['_GETRULEREQUEST']._serialized_start=2030
+  _globals['_GETRULEREQUEST']._serialized_end=2063
+  _globals['_LISTRULESREQUEST']._serialized_start=2065
+  _globals['_LISTRULESREQUEST']._serialized_end=2122
+  _globals['_LISTRULESRESPONSE']._serialized_start=2124
+  _globals['_LISTRULESRESPONSE']._serialized_end=2218
+  _globals['_VALIDATERULESREQUEST']._serialized_start=2220
+  _globals['_VALIDATERULESREQUEST']._serialized_end=2275
+  _globals['_VALIDATERULESRESPONSE']._serialized_start=2277
+  _globals['_VALIDATERULESRESPONSE']._serialized_end=2374
+  _globals['_REPLACERULESREQUEST']._serialized_start=2376
+  _globals['_REPLACERULESREQUEST']._serialized_end=2499
+  _globals['_APIKEY']._serialized_start=2502
+  _globals['_APIKEY']._serialized_end=2756
+  _globals['_CREATEAPIKEYREQUEST']._serialized_start=2758
+  _globals['_CREATEAPIKEYREQUEST']._serialized_end=2882
+  _globals['_CREATEAPIKEYRESPONSE']._serialized_start=2884
+  _globals['_CREATEAPIKEYRESPONSE']._serialized_end=2955
+  _globals['_LISTAPIKEYSREQUEST']._serialized_start=2957
+  _globals['_LISTAPIKEYSREQUEST']._serialized_end=3041
+  _globals['_LISTAPIKEYSRESPONSE']._serialized_start=3043
+  _globals['_LISTAPIKEYSRESPONSE']._serialized_end=3123
+  _globals['_ROTATEAPIKEYREQUEST']._serialized_start=3125
+  _globals['_ROTATEAPIKEYREQUEST']._serialized_end=3182
+  _globals['_REVOKEAPIKEYREQUEST']._serialized_start=3184
+  _globals['_REVOKEAPIKEYREQUEST']._serialized_end=3241
+  _globals['_AUDITEVENT']._serialized_start=3244
+  _globals['_AUDITEVENT']._serialized_end=3431
+  _globals['_LISTAUDITEVENTSREQUEST']._serialized_start=3433
+  _globals['_LISTAUDITEVENTSREQUEST']._serialized_end=3496
+  _globals['_LISTAUDITEVENTSRESPONSE']._serialized_start=3498
+  _globals['_LISTAUDITEVENTSRESPONSE']._serialized_end=3588
+  _globals['_ADMINSERVICE']._serialized_start=3885
+  _globals['_ADMINSERVICE']._serialized_end=4806
 # @@protoc_insertion_point(module_scope)

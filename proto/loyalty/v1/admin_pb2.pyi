@@ -179,32 +179,38 @@ class Rule(_message.Message):
     def __init__(self, rule_id: _Optional[str] = ..., name: _Optional[str] = ..., priority: _Optional[int] = ..., enabled: _Optional[bool] = ..., schedule: _Optional[_Union[RuleSchedule, _Mapping]] = ..., conditions: _Optional[_Union[RuleConditions, _Mapping]] = ..., effect: _Optional[_Union[RuleEffect, _Mapping]] = ..., stacking: _Optional[_Union[RuleStacking, _Mapping]] = ..., caps: _Optional[_Union[RuleCaps, _Mapping]] = ..., budget: _Optional[_Union[RuleBudget, _Mapping]] = ..., etag: _Optional[str] = ..., version: _Optional[int] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., budget_remaining: _Optional[int] = ...) -> None: ...
 
 class CreateRuleRequest(_message.Message):
-    __slots__ = ("rule", "validate_only")
+    __slots__ = ("rule", "validate_only", "request_id")
     RULE_FIELD_NUMBER: _ClassVar[int]
     VALIDATE_ONLY_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     rule: Rule
     validate_only: bool
-    def __init__(self, rule: _Optional[_Union[Rule, _Mapping]] = ..., validate_only: _Optional[bool] = ...) -> None: ...
+    request_id: str
+    def __init__(self, rule: _Optional[_Union[Rule, _Mapping]] = ..., validate_only: _Optional[bool] = ..., request_id: _Optional[str] = ...) -> None: ...
 
 class UpdateRuleRequest(_message.Message):
-    __slots__ = ("rule", "update_mask", "validate_only")
+    __slots__ = ("rule", "update_mask", "validate_only", "request_id")
     RULE_FIELD_NUMBER: _ClassVar[int]
     UPDATE_MASK_FIELD_NUMBER: _ClassVar[int]
     VALIDATE_ONLY_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     rule: Rule
     update_mask: _field_mask_pb2.FieldMask
     validate_only: bool
-    def __init__(self, rule: _Optional[_Union[Rule, _Mapping]] = ..., update_mask: _Optional[_Union[_field_mask_pb2.FieldMask, _Mapping]] = ..., validate_only: _Optional[bool] = ...) -> None: ...
+    request_id: str
+    def __init__(self, rule: _Optional[_Union[Rule, _Mapping]] = ..., update_mask: _Optional[_Union[_field_mask_pb2.FieldMask, _Mapping]] = ..., validate_only: _Optional[bool] = ..., request_id: _Optional[str] = ...) -> None: ...
 
 class DeleteRuleRequest(_message.Message):
-    __slots__ = ("rule_id", "etag", "validate_only")
+    __slots__ = ("rule_id", "etag", "validate_only", "request_id")
     RULE_ID_FIELD_NUMBER: _ClassVar[int]
     ETAG_FIELD_NUMBER: _ClassVar[int]
     VALIDATE_ONLY_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     rule_id: str
     etag: str
     validate_only: bool
-    def __init__(self, rule_id: _Optional[str] = ..., etag: _Optional[str] = ..., validate_only: _Optional[bool] = ...) -> None: ...
+    request_id: str
+    def __init__(self, rule_id: _Optional[str] = ..., etag: _Optional[str] = ..., validate_only: _Optional[bool] = ..., request_id: _Optional[str] = ...) -> None: ...
 
 class DeleteRuleResponse(_message.Message):
     __slots__ = ("version",)
@@ -251,14 +257,16 @@ class ValidateRulesResponse(_message.Message):
     def __init__(self, valid: _Optional[bool] = ..., violations: _Optional[_Iterable[_Union[_error_details_pb2.BadRequest.FieldViolation, _Mapping]]] = ...) -> None: ...
 
 class ReplaceRulesRequest(_message.Message):
-    __slots__ = ("rules", "expected_version", "validate_only")
+    __slots__ = ("rules", "expected_version", "validate_only", "request_id")
     RULES_FIELD_NUMBER: _ClassVar[int]
     EXPECTED_VERSION_FIELD_NUMBER: _ClassVar[int]
     VALIDATE_ONLY_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     rules: _containers.RepeatedCompositeFieldContainer[Rule]
     expected_version: int
     validate_only: bool
-    def __init__(self, rules: _Optional[_Iterable[_Union[Rule, _Mapping]]] = ..., expected_version: _Optional[int] = ..., validate_only: _Optional[bool] = ...) -> None: ...
+    request_id: str
+    def __init__(self, rules: _Optional[_Iterable[_Union[Rule, _Mapping]]] = ..., expected_version: _Optional[int] = ..., validate_only: _Optional[bool] = ..., request_id: _Optional[str] = ...) -> None: ...
 
 class ApiKey(_message.Message):
     __slots__ = ("key_id", "name", "role", "channels", "store_ids", "create_time", "revoke_time", "rotate_time")
@@ -281,16 +289,18 @@ class ApiKey(_message.Message):
     def __init__(self, key_id: _Optional[str] = ..., name: _Optional[str] = ..., role: _Optional[_Union[Role, str]] = ..., channels: _Optional[_Iterable[str]] = ..., store_ids: _Optional[_Iterable[str]] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., revoke_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., rotate_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class CreateApiKeyRequest(_message.Message):
-    __slots__ = ("name", "role", "channels", "store_ids")
+    __slots__ = ("name", "role", "channels", "store_ids", "request_id")
     NAME_FIELD_NUMBER: _ClassVar[int]
     ROLE_FIELD_NUMBER: _ClassVar[int]
     CHANNELS_FIELD_NUMBER: _ClassVar[int]
     STORE_IDS_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     name: str
     role: Role
     channels: _containers.RepeatedScalarFieldContainer[str]
     store_ids: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, name: _Optional[str] = ..., role: _Optional[_Union[Role, str]] = ..., channels: _Optional[_Iterable[str]] = ..., store_ids: _Optional[_Iterable[str]] = ...) -> None: ...
+    request_id: str
+    def __init__(self, name: _Optional[str] = ..., role: _Optional[_Union[Role, str]] = ..., channels: _Optional[_Iterable[str]] = ..., store_ids: _Optional[_Iterable[str]] = ..., request_id: _Optional[str] = ...) -> None: ...
 
 class CreateApiKeyResponse(_message.Message):
     __slots__ = ("key", "secret")
@@ -319,16 +329,20 @@ class ListApiKeysResponse(_message.Message):
     def __init__(self, keys: _Optional[_Iterable[_Union[ApiKey, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
 
 class RotateApiKeyRequest(_message.Message):
-    __slots__ = ("key_id",)
+    __slots__ = ("key_id", "request_id")
     KEY_ID_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     key_id: str
-    def __init__(self, key_id: _Optional[str] = ...) -> None: ...
+    request_id: str
+    def __init__(self, key_id: _Optional[str] = ..., request_id: _Optional[str] = ...) -> None: ...
 
 class RevokeApiKeyRequest(_message.Message):
-    __slots__ = ("key_id",)
+    __slots__ = ("key_id", "request_id")
     KEY_ID_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     key_id: str
-    def __init__(self, key_id: _Optional[str] = ...) -> None: ...
+    request_id: str
+    def __init__(self, key_id: _Optional[str] = ..., request_id: _Optional[str] = ...) -> None: ...
 
 class AuditEvent(_message.Message):
     __slots__ = ("event_id", "time", "actor_key_id", "actor_name", "action", "target", "before_json", "after_json")

@@ -1,0 +1,264 @@
+"""AdminService changes are safe to retry: every mutation sent again with the same
+request_id answers its first outcome and changes nothing, the same id with another
+request is REQUEST_ID_CONFLICT, and a change whose audit write failed is neither made
+twice nor audited twice when retried. Over real gRPC against a real server."""
+
+from __future__ import annotations
+
+import json
+import uuid
+
+import grpc
+import pytest
+import redis
+from google.protobuf import field_mask_pb2
+
+from loyalty.clients import error_details
+from loyalty.server.admin_requests import ADMIN_REQUEST_RETENTION_S, request_key
+from loyalty.server.audit import audit_key
+from loyalty.server.keys import hash_secret, records_key
+from loyalty.v1 import admin_pb2 as apb
+from loyalty.v1 import admin_pb2_grpc
+from loyalty.v1 import loyalty_pb2 as pb
+from loyalty.v1 import loyalty_pb2_grpc
+
+
+@pytest.fixture(scope="module")
+def channel(secured_server):
+    with grpc.insecure_channel(secured_server.target) as opened:
+        yield opened
+
+
+@pytest.fixture
+def admin(channel):
+    return admin_pb2_grpc.AdminServiceStub(channel)
+
+
+@pytest.fixture
+def md(secured_server):
+    return secured_server.metadata(secured_server.secrets["admin"])
+
+
+@pytest.fixture
+def redis_db(secured_server):
+    client = redis.Redis.from_url(secured_server.redis_url)
+    yield client
+    client.close()
+
+
+def rid() -> str:
+    return f"req-{uuid.uuid4().hex}"
+
+
+def rule(rule_id: str, **fields) -> apb.Rule:
+    message = apb.Rule(rule_id=rule_id, name="bonus", priority=5, enabled=True, effect=apb.RuleEffect(bonus_points=10))
+    for name, value in fields.items():
+        setattr(message, name, value)
+    return message
+
+
+def error_of(call, *args, **kwargs):
+    with pytest.raises(grpc.RpcError) as caught:
+        call(*args, **kwargs)
+    details = error_details(caught.value)
+    return details.code, details.reason
+
+
+CONFLICT = (grpc.StatusCode.ALREADY_EXISTS, "REQUEST_ID_CONFLICT")
+
+
+def version(admin, md) -> int:
+    return admin.ListRules(apb.ListRulesRequest(page_size=1), metadata=md).version
+
+
+def audit_events(admin, md, target: str) -> list[apb.AuditEvent]:
+    events = admin.ListAuditEvents(apb.ListAuditEventsRequest(page_size=500), metadata=md).events
+    return [event for event in events if event.target == target]
+
+
+class AuditStreamBroken:
+    """Makes the audit stream unwritable (a string where the stream should be: XADD
+    fails with WRONGTYPE) until the block ends; the events it held come back."""
+
+    def __init__(self, client: redis.Redis, key_prefix: str) -> None:
+        self._client = client
+        self._key = audit_key(key_prefix)
+        self._aside = self._key + ":aside"
+
+    def __enter__(self):
+        if self._client.exists(self._key):
+            self._client.rename(self._key, self._aside)
+        self._client.set(self._key, "not a stream")
+        return self
+
+    def __exit__(self, *exc_info):
+        self._client.delete(self._key)
+        if self._client.exists(self._aside):
+            self._client.rename(self._aside, self._key)
+
+
+# ---------------------------------------------------------------------------- rules
+
+
+def test_create_rule_retried_answers_the_first_rule_and_makes_one_version(admin, md):
+    rule_id, request_id = f"r-{uuid.uuid4().hex[:10]}", rid()
+    request = apb.CreateRuleRequest(rule=rule(rule_id), request_id=request_id)
+    first = admin.CreateRule(request, metadata=md)
+    after_first = version(admin, md)
+    again = admin.CreateRule(request, metadata=md)  # without the id this is RULE_ALREADY_EXISTS
+    assert again == first
+    assert version(admin, md) == after_first
+    assert len(audit_events(admin, md, f"rule/{rule_id}")) == 1
+    other = apb.CreateRuleRequest(rule=rule(rule_id, priority=6), request_id=request_id)
+    assert error_of(admin.CreateRule, other, metadata=md) == CONFLICT
+    assert admin.GetRule(apb.GetRuleRequest(rule_id=rule_id), metadata=md).priority == 5
+
+
+def test_update_rule_retried_with_its_now_stale_etag_answers_the_first_update(admin, md):
+    rule_id = f"r-{uuid.uuid4().hex[:10]}"
+    created = admin.CreateRule(apb.CreateRuleRequest(rule=rule(rule_id)), metadata=md)
+    request = apb.UpdateRuleRequest(
+        rule=apb.Rule(rule_id=rule_id, etag=created.etag, priority=9),
+        update_mask=field_mask_pb2.FieldMask(paths=["priority"]),
+        request_id=rid(),
+    )
+    first = admin.UpdateRule(request, metadata=md)
+    again = admin.UpdateRule(request, metadata=md)
+    assert again == first and first.priority == 9
+    assert admin.GetRule(apb.GetRuleRequest(rule_id=rule_id), metadata=md).etag == first.etag
+    assert [event.action for event in audit_events(admin, md, f"rule/{rule_id}")] == ["UpdateRule", "CreateRule"]
+    other = apb.UpdateRuleRequest()
+    other.CopyFrom(request)
+    other.rule.priority = 1
+    assert error_of(admin.UpdateRule, other, metadata=md) == CONFLICT
+
+
+def test_delete_rule_retried_answers_the_same_version_not_rule_not_found(admin, md):
+    rule_id = f"r-{uuid.uuid4().hex[:10]}"
+    admin.CreateRule(apb.CreateRuleRequest(rule=rule(rule_id)), metadata=md)
+    request = apb.DeleteRuleRequest(rule_id=rule_id, request_id=rid())
+    first = admin.DeleteRule(request, metadata=md)
+    assert admin.DeleteRule(request, metadata=md) == first
+    assert version(admin, md) == first.version
+    assert [event.action for event in audit_events(admin, md, f"rule/{rule_id}")] == ["DeleteRule", "CreateRule"]
+    other = apb.DeleteRuleRequest(rule_id=rule_id + "x", request_id=request.request_id)
+    assert error_of(admin.DeleteRule, other, metadata=md) == CONFLICT
+
+
+def test_replace_rules_retried_answers_the_first_set_even_against_its_expected_version(admin, md):
+    live = version(admin, md)
+    current = admin.ListRules(apb.ListRulesRequest(page_size=500), metadata=md).rules
+    rules = [apb.Rule(rule_id=r.rule_id, name=r.name, priority=r.priority, enabled=r.enabled, effect=r.effect)
+             for r in current] + [rule(f"r-{uuid.uuid4().hex[:10]}")]
+    request = apb.ReplaceRulesRequest(rules=rules, expected_version=live, request_id=rid())
+    audited = len(audit_events(admin, md, "rules"))
+    first = admin.ReplaceRules(request, metadata=md)
+    assert first.version == live + 1
+    assert admin.ReplaceRules(request, metadata=md) == first  # not ETAG_MISMATCH
+    assert version(admin, md) == live + 1
+    assert len(audit_events(admin, md, "rules")) == audited + 1
+    other = apb.ReplaceRulesRequest(rules=rules[:-1], expected_version=live, request_id=request.request_id)
+    assert error_of(admin.ReplaceRules, other, metadata=md) == CONFLICT
+    assert version(admin, md) == live + 1
+
+
+def test_a_rule_change_whose_audit_write_failed_is_made_once_and_audited_once(admin, md, redis_db, secured_server):
+    rule_id, request_id = f"r-{uuid.uuid4().hex[:10]}", rid()
+    request = apb.CreateRuleRequest(rule=rule(rule_id), request_id=request_id)
+    with AuditStreamBroken(redis_db, secured_server.key_prefix):
+        assert error_of(admin.CreateRule, request, metadata=md)[0] == grpc.StatusCode.UNAVAILABLE
+    applied = version(admin, md)
+    assert admin.GetRule(apb.GetRuleRequest(rule_id=rule_id), metadata=md).version == applied
+    retried = admin.CreateRule(request, metadata=md)
+    assert retried.version == applied and version(admin, md) == applied
+    assert admin.CreateRule(request, metadata=md) == retried
+    assert [event.action for event in audit_events(admin, md, f"rule/{rule_id}")] == ["CreateRule"]
+
+
+def test_validate_only_records_nothing_and_a_bad_request_id_names_the_field(admin, md):
+    rule_id, request_id = f"r-{uuid.uuid4().hex[:10]}", rid()
+    checked = apb.CreateRuleRequest(rule=rule(rule_id), request_id=request_id, validate_only=True)
+    admin.CreateRule(checked, metadata=md)
+    created = admin.CreateRule(apb.CreateRuleRequest(rule=rule(rule_id, priority=7), request_id=request_id), metadata=md)
+    assert created.priority == 7  # the validate_only call did not take the id
+    with pytest.raises(grpc.RpcError) as caught:
+        admin.CreateRule(apb.CreateRuleRequest(rule=rule(rule_id + "y"), request_id="has space"), metadata=md)
+    details = error_details(caught.value)
+    assert details.reason == "INVALID_FIELD" and [f for f, _ in details.field_violations] == ["request_id"]
+
+
+# ---------------------------------------------------------------------------- keys
+
+
+def test_create_api_key_retried_answers_the_same_key_and_secret(admin, md, channel, secured_server):
+    name = f"till-{uuid.uuid4().hex[:8]}"
+    request = apb.CreateApiKeyRequest(name=name, role=apb.ROLE_POS, request_id=rid())
+    first = admin.CreateApiKey(request, metadata=md)
+    again = admin.CreateApiKey(request, metadata=md)
+    assert again == first and again.secret.startswith("lk_")
+    keys = admin.ListApiKeys(apb.ListApiKeysRequest(page_size=500), metadata=md).keys
+    assert [key.key_id for key in keys if key.name == name] == [first.key.key_id]
+    assert len(audit_events(admin, md, f"key/{first.key.key_id}")) == 1
+    till = loyalty_pb2_grpc.LoyaltyServiceStub(channel)
+    member_id = f"m-{uuid.uuid4().hex[:10]}"
+    till.EnrollMember(pb.EnrollMemberRequest(member_id=member_id, request_id="e"),
+                      metadata=secured_server.metadata(again.secret))
+    other = apb.CreateApiKeyRequest(name=name, role=apb.ROLE_ADMIN, request_id=request.request_id)
+    assert error_of(admin.CreateApiKey, other, metadata=md) == CONFLICT
+
+
+def test_rotate_api_key_retried_answers_the_same_secret_and_rotates_once(admin, md, redis_db, secured_server):
+    key_id = admin.CreateApiKey(apb.CreateApiKeyRequest(name="shop", role=apb.ROLE_ECOMMERCE), metadata=md).key.key_id
+    request = apb.RotateApiKeyRequest(key_id=key_id, request_id=rid())
+    first = admin.RotateApiKey(request, metadata=md)
+    again = admin.RotateApiKey(request, metadata=md)
+    assert again == first
+    stored = json.loads(redis_db.hget(records_key(secured_server.key_prefix), key_id))
+    assert stored["secret_sha256"] == hash_secret(first.secret)
+    assert [event.action for event in audit_events(admin, md, f"key/{key_id}")] == ["RotateApiKey", "CreateApiKey"]
+    # The record that replays the secret expires with the retention window.
+    ttl = redis_db.ttl(request_key(secured_server.key_prefix, "keys", request.request_id))
+    assert 0 < ttl <= ADMIN_REQUEST_RETENTION_S
+    other = apb.RotateApiKeyRequest(key_id=secured_server.key_ids["pos"], request_id=request.request_id)
+    assert error_of(admin.RotateApiKey, other, metadata=md) == CONFLICT
+
+
+def test_rotate_api_key_after_its_audit_write_failed_rotates_once_and_audits_once(
+    admin, md, channel, redis_db, secured_server
+):
+    """The issue: RotateApiKey answered UNAVAILABLE because the audit write failed, and
+    its retry rotated the key a second time."""
+    key_id = admin.CreateApiKey(apb.CreateApiKeyRequest(name="shop", role=apb.ROLE_ECOMMERCE), metadata=md).key.key_id
+    request = apb.RotateApiKeyRequest(key_id=key_id, request_id=rid())
+    with AuditStreamBroken(redis_db, secured_server.key_prefix):
+        assert error_of(admin.RotateApiKey, request, metadata=md)[0] == grpc.StatusCode.UNAVAILABLE
+    rotated_once = json.loads(redis_db.hget(records_key(secured_server.key_prefix), key_id))
+    assert rotated_once["rotate_time_ms"] > 0  # the first attempt did rotate
+    retried = admin.RotateApiKey(request, metadata=md)
+    assert json.loads(redis_db.hget(records_key(secured_server.key_prefix), key_id)) == rotated_once
+    assert rotated_once["secret_sha256"] == hash_secret(retried.secret)
+    assert admin.RotateApiKey(request, metadata=md) == retried
+    assert [event.action for event in audit_events(admin, md, f"key/{key_id}")] == ["RotateApiKey", "CreateApiKey"]
+    till = loyalty_pb2_grpc.LoyaltyServiceStub(channel)
+    till.EnrollMember(pb.EnrollMemberRequest(member_id=f"m-{uuid.uuid4().hex[:10]}", request_id="e"),
+                      metadata=secured_server.metadata(retried.secret))
+
+
+def test_revoke_api_key_retried_answers_the_same_key_and_is_audited_once(admin, md):
+    key_id = admin.CreateApiKey(apb.CreateApiKeyRequest(name="gone", role=apb.ROLE_POS), metadata=md).key.key_id
+    request = apb.RevokeApiKeyRequest(key_id=key_id, request_id=rid())
+    first = admin.RevokeApiKey(request, metadata=md)
+    assert admin.RevokeApiKey(request, metadata=md) == first
+    # Revoking is idempotent even without a request_id: same answer, nothing recorded.
+    assert admin.RevokeApiKey(apb.RevokeApiKeyRequest(key_id=key_id), metadata=md) == first
+    assert [event.action for event in audit_events(admin, md, f"key/{key_id}")] == ["RevokeApiKey", "CreateApiKey"]
+    other = apb.RevokeApiKeyRequest(key_id="key_0000000000000000", request_id=request.request_id)
+    assert error_of(admin.RevokeApiKey, other, metadata=md) == CONFLICT
+
+
+def test_a_request_id_of_another_caller_is_a_conflict_not_their_secret(admin, md, secured_server):
+    key_id = admin.CreateApiKey(apb.CreateApiKeyRequest(name="ops2", role=apb.ROLE_ADMIN), metadata=md)
+    other_admin = secured_server.metadata(key_id.secret)
+    request = apb.CreateApiKeyRequest(name="shared", role=apb.ROLE_POS, request_id=rid())
+    admin.CreateApiKey(request, metadata=md)
+    assert error_of(admin.CreateApiKey, request, metadata=other_admin) == CONFLICT
