@@ -8,6 +8,12 @@ the way to make the first admin key of a deployment whose Redis you run yourself
 config file, without any server.
 
 A new secret is printed once, on its own line, and nowhere else.
+
+Through a server, calls answered UNAVAILABLE, DEADLINE_EXCEEDED or RESOURCE_EXHAUSTED
+are retried a few times. ``create``, ``rotate`` and ``revoke`` send one request_id per
+invocation (``--request-id`` to choose it; printed when the outcome is unknown), so a
+retry, or the command repeated by hand with the same ``--request-id`` within 24 hours,
+answers the first outcome: the same key and the same secret, never a second rotation.
 """
 
 from __future__ import annotations
@@ -19,7 +25,14 @@ import os
 import sys
 import time
 
-from loyalty.server.admin_connection import add_connection_flags, call_metadata, open_channel
+from loyalty.server.admin_connection import (
+    add_connection_flags,
+    add_request_id_flag,
+    call,
+    call_metadata,
+    open_channel,
+    request_id,
+)
 from loyalty.server.security_config import ROLES, check_key_name, check_scope
 
 _ROLE_FLAG_HELP = "pos, ecommerce, analytics or admin"
@@ -53,15 +66,18 @@ def add_parser(subcommands) -> None:
         "--store", action="append", default=[], help="limit purchases to this store (repeatable)"
     )
     connection(create)
+    add_request_id_flag(create)
     listing = actions.add_parser("list", help="list keys (never their secrets)")
     listing.add_argument("--include-revoked", action="store_true")
     connection(listing)
     rotate = actions.add_parser("rotate", help="new secret for a key; the old one stops working at once")
     rotate.add_argument("key_id")
     connection(rotate)
+    add_request_id_flag(rotate)
     revoke = actions.add_parser("revoke", help="revoke a key; it stops working at once")
     revoke.add_argument("key_id")
     connection(revoke)
+    add_request_id_flag(revoke)
     audit = actions.add_parser("audit", help="admin actions, newest first")
     audit.add_argument("--limit", type=int, default=50, help="events to show (default 50)")
     connection(audit)
@@ -87,6 +103,9 @@ def run(options: argparse.Namespace) -> int:
         print("loyalty keys: --limit must be between 1 and 10000", file=sys.stderr)
         return 2
     if options.redis_url:
+        if getattr(options, "request_id", ""):
+            print("loyalty keys: --request-id needs a server (not --redis-url)", file=sys.stderr)
+            return 2
         return asyncio.run(_direct(options))
     return _remote(options)
 
@@ -155,31 +174,40 @@ def _remote(options: argparse.Namespace) -> int:
     command = options.keys_command
     try:
         if command == "create":
-            response = stub.CreateApiKey(
+            response = call(
+                stub.CreateApiKey,
                 apb.CreateApiKeyRequest(
                     name=options.name,
                     role=ROLE_VALUES[options.role],
                     channels=options.channel,
                     store_ids=options.store,
+                    request_id=request_id(options),
                 ),
                 metadata=metadata,
                 timeout=30,
             )
             _print_secret(_key_from_message(response.key), response.secret, options.json)
         elif command == "rotate":
-            response = stub.RotateApiKey(
-                apb.RotateApiKeyRequest(key_id=options.key_id), metadata=metadata, timeout=30
+            response = call(
+                stub.RotateApiKey,
+                apb.RotateApiKeyRequest(key_id=options.key_id, request_id=request_id(options)),
+                metadata=metadata,
+                timeout=30,
             )
             _print_secret(_key_from_message(response.key), response.secret, options.json)
         elif command == "revoke":
-            key = stub.RevokeApiKey(
-                apb.RevokeApiKeyRequest(key_id=options.key_id), metadata=metadata, timeout=30
+            key = call(
+                stub.RevokeApiKey,
+                apb.RevokeApiKeyRequest(key_id=options.key_id, request_id=request_id(options)),
+                metadata=metadata,
+                timeout=30,
             )
             _print_key(_key_from_message(key), options.json)
         elif command == "list":
             token = ""
             while True:
-                page = stub.ListApiKeys(
+                page = call(
+                    stub.ListApiKeys,
                     apb.ListApiKeysRequest(
                         page_size=500, page_token=token, include_revoked=options.include_revoked
                     ),
@@ -194,7 +222,8 @@ def _remote(options: argparse.Namespace) -> int:
         elif command == "audit":
             shown, token = 0, ""
             while shown < options.limit:
-                page = stub.ListAuditEvents(
+                page = call(
+                    stub.ListAuditEvents,
                     apb.ListAuditEventsRequest(page_size=min(500, options.limit - shown), page_token=token),
                     metadata=metadata,
                     timeout=30,
@@ -207,6 +236,10 @@ def _remote(options: argparse.Namespace) -> int:
                     break
     except grpc.RpcError as error:
         print(f"loyalty keys: {error.code().name}: {error.details()}", file=sys.stderr)
+        unknown = error.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
+        if unknown and command in ("create", "rotate", "revoke"):
+            print(f"loyalty keys: the outcome is unknown; repeat with --request-id {options.request_id}",
+                  file=sys.stderr)
         return 1
     finally:
         channel.close()

@@ -9,6 +9,12 @@ the live rules. ``apply`` and ``list`` use an admin key from ``--api-key`` or
 
 Exit codes: 0 done, 1 the file or the server refused the rules, 2 usage or connection
 problems.
+
+Calls answered UNAVAILABLE, DEADLINE_EXCEEDED or RESOURCE_EXHAUSTED are retried a few
+times (``CLI_RETRY_DELAYS_S``). ``apply`` sends its ReplaceRules with one request_id
+per invocation (``--request-id`` to choose it), so a retry, or the same command
+repeated by hand with the same ``--request-id``, answers the first outcome and never
+makes a second version.
 """
 
 from __future__ import annotations
@@ -18,7 +24,14 @@ import pathlib
 import sys
 
 from loyalty.actors.ledger.program import ProgramError, load_program
-from loyalty.server.admin_connection import add_connection_flags, call_metadata, open_channel
+from loyalty.server.admin_connection import (
+    add_connection_flags,
+    add_request_id_flag,
+    call,
+    call_metadata,
+    open_channel,
+    request_id,
+)
 
 # How long one call to the server may take before the command gives up.
 CALL_TIMEOUT_S = 30.0
@@ -42,6 +55,7 @@ def add_parser(subcommands) -> None:
     apply.add_argument("--expected-version", type=int, default=0,
                        help="refuse unless this is the live version (guards against concurrent changes)")
     add_connection_flags(apply)
+    add_request_id_flag(apply)
     listing = actions.add_parser("list", help="print the live rules")
     add_connection_flags(listing)
 
@@ -123,6 +137,8 @@ def _remote(options: argparse.Namespace, rules) -> int:
             print(f"loyalty: {options.target}: {details.code.name}{reason}: {details.message}", file=sys.stderr)
             for field, description in details.field_violations:
                 print(f"  {field}: {description}", file=sys.stderr)
+            if rules is not None and details.code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+                print(f"loyalty: the outcome is unknown; repeat with --request-id {options.request_id}", file=sys.stderr)
             refused = details.code in (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.ABORTED)
             return 1 if refused else 2
 
@@ -130,9 +146,14 @@ def _remote(options: argparse.Namespace, rules) -> int:
 def _apply(stub, apb, metadata, rules, options) -> int:
     from loyalty.server.rule_convert import rule_to_proto
 
-    before = stub.ListRules(apb.ListRulesRequest(page_size=1), metadata=metadata, timeout=CALL_TIMEOUT_S).version
-    response = stub.ReplaceRules(
-        apb.ReplaceRulesRequest(rules=[rule_to_proto(rule) for rule in rules], expected_version=options.expected_version),
+    before = call(stub.ListRules, apb.ListRulesRequest(page_size=1), metadata=metadata, timeout=CALL_TIMEOUT_S).version
+    response = call(
+        stub.ReplaceRules,
+        apb.ReplaceRulesRequest(
+            rules=[rule_to_proto(rule) for rule in rules],
+            expected_version=options.expected_version,
+            request_id=request_id(options),
+        ),
         metadata=metadata,
         timeout=CALL_TIMEOUT_S,
     )
@@ -155,8 +176,11 @@ def _effect(rule) -> str:
 def _list(stub, apb, metadata) -> int:
     rules, token, version = [], "", 0
     while True:
-        response = stub.ListRules(
-            apb.ListRulesRequest(page_size=500, page_token=token), metadata=metadata, timeout=CALL_TIMEOUT_S
+        response = call(
+            stub.ListRules,
+            apb.ListRulesRequest(page_size=500, page_token=token),
+            metadata=metadata,
+            timeout=CALL_TIMEOUT_S,
         )
         rules.extend(response.rules)
         version = response.version

@@ -84,14 +84,20 @@ class AuditStreamBroken:
         self._client = client
         self._key = audit_key(key_prefix)
         self._aside = self._key + ":aside"
+        self.broken = False
 
     def __enter__(self):
         if self._client.exists(self._key):
             self._client.rename(self._key, self._aside)
         self._client.set(self._key, "not a stream")
+        self.broken = True
         return self
 
     def __exit__(self, *exc_info):
+        """Repair (once; repairing again does nothing)."""
+        if not self.broken:
+            return
+        self.broken = False
         self._client.delete(self._key)
         if self._client.exists(self._aside):
             self._client.rename(self._aside, self._key)
@@ -262,3 +268,81 @@ def test_a_request_id_of_another_caller_is_a_conflict_not_their_secret(admin, md
     request = apb.CreateApiKeyRequest(name="shared", role=apb.ROLE_POS, request_id=rid())
     admin.CreateApiKey(request, metadata=md)
     assert error_of(admin.CreateApiKey, request, metadata=other_admin) == CONFLICT
+
+
+# ---------------------------------------------------------------------------- CLIs
+
+
+def cli_run(capsys, *argv: str) -> tuple[int, str, str]:
+    from loyalty.server import cli
+
+    code = cli.main(list(argv))
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def test_the_keys_cli_retries_a_rotation_whose_audit_failed_with_the_same_request_id(
+    admin, md, redis_db, secured_server, capsys, monkeypatch
+):
+    from loyalty.server import admin_connection
+
+    key_id = admin.CreateApiKey(apb.CreateApiKeyRequest(name="pos-9", role=apb.ROLE_POS), metadata=md).key.key_id
+    broken = AuditStreamBroken(redis_db, secured_server.key_prefix)
+    waits: list[float] = []
+
+    def repair_then_retry(seconds: float) -> None:  # the CLI's wait before its retry
+        waits.append(seconds)
+        broken.__exit__(None, None, None)
+
+    monkeypatch.setattr(admin_connection, "_sleep", repair_then_retry)
+    target = ["--target", secured_server.target, "--api-key", secured_server.secrets["admin"]]
+    broken.__enter__()
+    try:
+        code, out, err = cli_run(capsys, "keys", "rotate", key_id, "--json", *target)
+    finally:
+        broken.__exit__(None, None, None)
+    assert code == 0, err
+    assert len(waits) == 1  # one failed attempt, one retry
+    secret = json.loads(out)["secret"]
+    stored = json.loads(redis_db.hget(records_key(secured_server.key_prefix), key_id))
+    assert stored["secret_sha256"] == hash_secret(secret)  # the key has the secret printed: rotated once
+    assert [event.action for event in audit_events(admin, md, f"key/{key_id}")] == ["RotateApiKey", "CreateApiKey"]
+
+
+def test_a_keys_command_repeated_by_hand_with_its_request_id_answers_the_first_secret(
+    admin, md, secured_server, capsys
+):
+    key_id = admin.CreateApiKey(apb.CreateApiKeyRequest(name="pos-10", role=apb.ROLE_POS), metadata=md).key.key_id
+    target = ["--target", secured_server.target, "--api-key", secured_server.secrets["admin"]]
+    request_id = rid()
+    first = cli_run(capsys, "keys", "rotate", key_id, "--json", "--request-id", request_id, *target)
+    again = cli_run(capsys, "keys", "rotate", key_id, "--json", "--request-id", request_id, *target)
+    assert first[0] == again[0] == 0 and json.loads(first[1])["secret"] == json.loads(again[1])["secret"]
+    fresh = cli_run(capsys, "keys", "rotate", key_id, "--json", *target)  # a new invocation: a new id
+    assert json.loads(fresh[1])["secret"] != json.loads(first[1])["secret"]
+    code, _, err = cli_run(capsys, "keys", "revoke", key_id, "--request-id", "x", "--redis-url", secured_server.redis_url)
+    assert code == 2 and "--request-id needs a server" in err
+
+
+def test_rules_apply_retried_after_a_failed_audit_makes_one_version(
+    admin, md, redis_db, secured_server, capsys, monkeypatch, tmp_path
+):
+    from loyalty.server import admin_connection
+
+    rule_id = f"r-{uuid.uuid4().hex[:10]}"
+    path = tmp_path / "rules.toml"
+    path.write_text(f'[[rules]]\nrule_id = "{rule_id}"\neffect.bonus_points = 5\n')
+    broken = AuditStreamBroken(redis_db, secured_server.key_prefix)
+    monkeypatch.setattr(admin_connection, "_sleep", lambda seconds: broken.__exit__(None, None, None))
+    before = version(admin, md)
+    broken.__enter__()
+    try:
+        code, out, err = cli_run(capsys, "rules", "apply", str(path), "--target", secured_server.target,
+                                 "--api-key", secured_server.secrets["admin"])
+    finally:
+        broken.__exit__(None, None, None)
+    assert code == 0, err
+    assert version(admin, md) == before + 1
+    assert out.startswith(f"rules version {before + 1}: applied 1 rules")
+    events = [event for event in audit_events(admin, md, "rules") if rule_id in event.after_json]
+    assert len(events) == 1 and events[0].action == "ReplaceRules"  # audited once
