@@ -14,6 +14,7 @@ import logging
 import redis
 
 from loyalty.actors.journal import JournalUnavailable
+from loyalty.actors.outage import OutageLog
 from loyalty.actors.ledger.rules import RuleSet, decode_rule_set
 
 log = logging.getLogger(__name__)
@@ -96,6 +97,9 @@ class ShardRulesSource:
         self._keys = RulesKeys(key_prefix)
         self._chunk_points_max = chunk_points_max
         self._lease_script = client.register_script(LEASE_SCRIPT)
+        self._outage = OutageLog(
+            log, "campaign budgets in Redis", action="budgeted earns are cut (granted nothing) until it answers"
+        )
 
     def rule_set(self, version: int) -> RuleSet:
         """The rule set of ``version``, or the live one if that version is no longer
@@ -117,23 +121,26 @@ class ShardRulesSource:
             return 0
         key = self._keys.budget(account_of(budget_key))
         try:
-            return int(
+            granted = int(
                 self._lease_script(keys=[key], args=[points_needed, self._chunk_points_max, BUDGET_CHUNK_DIVISOR])
             )
-        except redis.exceptions.RedisError:
+        except redis.exceptions.RedisError as error:
             # The core's contract: an unreachable owner grants nothing and the earn is
             # cut by the budget (and says so). If the script ran but its reply was
             # lost, those points are stranded: underspent, never overspent.
-            log.warning("budget %s: lease failed; granting nothing", budget_key, exc_info=True)
+            self._outage.failed(f"{type(error).__name__}: {error}")
             return 0
+        self._outage.recovered()
+        return granted
 
     def available(self, budget_key: str) -> int:
         """Points the budget still has, without taking them (0 if Redis cannot say)."""
         try:
             value = self._client.hget(self._keys.budget(account_of(budget_key)), "remaining")
-        except redis.exceptions.RedisError:
-            log.warning("budget %s: cannot read what is left", budget_key, exc_info=True)
+        except redis.exceptions.RedisError as error:
+            self._outage.failed(f"{type(error).__name__}: {error}")
             return 0
+        self._outage.recovered()
         return max(0, int(value or 0))
 
     def give_back(self, points: dict[str, int]) -> None:

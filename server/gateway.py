@@ -39,6 +39,24 @@ ADMIN_SERVICE_NAME = admin_pb2.DESCRIPTOR.services_by_name["AdminService"].full_
 GC_YOUNG_THRESHOLD = 50_000
 
 
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+def configure_logging(level: int = logging.INFO) -> None:
+    """Send the server's own log lines (``loyalty.*``) to stderr with a timestamp.
+
+    Only the ``loyalty`` logger is configured, so libraries keep their own levels
+    (Ray configures its loggers itself; the root logger stays at WARNING)."""
+    logger = logging.getLogger("loyalty")
+    if logger.handlers:
+        return
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter(LOG_FORMAT))
+    logger.addHandler(handler)
+    logger.setLevel(level)
+    logger.propagate = False
+
+
 def tune_gc() -> None:
     """Freeze what start-up built and collect young objects less often (the benchmark
     saw GC at ~20% of a gateway core)."""
