@@ -80,6 +80,9 @@ _SUPERSEDED_CODE = "SUPERSEDED"
 
 # KEYS: epoch, journal, snapshot pointer.
 # ARGV: writer epoch, seq, payload.
+# The seq must be exactly the next one: a Redis restarted without its last writes
+# (appendfsync everysec) would otherwise take a record after a gap that replay
+# refuses; refused, the shard drops its state and recovers from what Redis has.
 # The snapshot seq is checked too because the stream may be absent (never
 # written, or lost) while a snapshot already covers higher seqs.
 _APPEND_SCRIPT = """
@@ -94,9 +97,9 @@ local top = redis.call('XREVRANGE', KEYS[2], '+', '-', 'COUNT', 1)
 if #top > 0 then
   high_seq = math.max(high_seq, tonumber(string.match(top[1][1], '^(%d+)')))
 end
-if seq <= high_seq then
+if seq ~= high_seq + 1 then
   return redis.error_reply('CORRUPT seq ' .. ARGV[2]
-    .. ' is not greater than the last journaled seq ' .. tostring(high_seq))
+    .. ' does not follow the last journaled seq ' .. tostring(high_seq))
 end
 local added = redis.pcall('XADD', KEYS[2], ARGV[2] .. '-0', 'd', ARGV[3])
 if type(added) == 'table' and added.err then
@@ -297,7 +300,7 @@ class ShardJournal:
         """Journal ``payload`` as record ``seq``, atomically fenced by ``epoch``.
 
         Raises FencedError if ``epoch`` is no longer current, JournalCorrupt if
-        ``seq`` is not greater than every journaled or snapshotted seq (nothing
+        ``seq`` is not exactly the next seq after every journaled or snapshotted one (nothing
         is written in either case) and JournalUnavailable if Redis could not be
         reached, in which case the record may or may not have been written.
         """

@@ -32,9 +32,11 @@ import zoneinfo
 
 import msgspec
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from loyalty.actors.channel import ChannelServer
-from loyalty.actors.journal import JournalError, ShardJournal
+from loyalty.actors.journal import JournalError, JournalUnavailable, ShardJournal
 from loyalty.actors.ledger import codec
 from loyalty.actors.ledger.core import ShardCore
 from loyalty.actors.ledger.members import HOT_MEMBERS_DEFAULT
@@ -53,6 +55,10 @@ GC_YOUNG_THRESHOLD = 50_000
 # UNAVAILABLE for callers instead of a hang. Generous for a fsync-always append of a
 # 10,000-operation batch on a slow disk.
 REDIS_SOCKET_TIMEOUT_S = 10.0
+
+# A health probe's Redis PING gives up after this long: a stopped Redis must turn
+# into "cannot journal" well within the gateway's probe timeout.
+HEALTH_PING_TIMEOUT_S = 1.0
 
 # Under the test-only unsafe_acknowledge_before_journal switch, how many acknowledged
 # records a shard keeps only in memory: enough that a kill -9 under load always
@@ -142,7 +148,22 @@ class ShardActor:
         """Held by every method that touches the core: Ray runs them on the actor's
         main thread, the data channel on one thread per connection."""
         self._channel: ChannelServer | None = None
-        self._recover()
+        # Health pings fail fast (no retries): a probe must answer within the
+        # gateway's probe timeout even when Redis is stopped.
+        self._health_client = redis.Redis.from_url(
+            settings.redis_url,
+            socket_timeout=HEALTH_PING_TIMEOUT_S,
+            socket_connect_timeout=HEALTH_PING_TIMEOUT_S,
+            retry=Retry(NoBackoff(), 0),
+        )
+        try:
+            self._recover()
+        except JournalUnavailable as error:
+            # Redis is down while Ray (re)starts this shard. Dying here would make
+            # Ray give up on the actor for good; instead start empty-handed and
+            # recover on the next batch or health probe, once Redis answers.
+            log.warning("shard %d: cannot recover yet (%s); will retry when Redis answers",
+                        settings.shard_index, error)
 
     def _recover(self) -> None:
         """Claim a new epoch (fencing out any older incarnation), load the newest
@@ -178,6 +199,24 @@ class ShardActor:
             replayed,
             time.monotonic() - started_s,
         )
+
+    def health(self) -> tuple[bool, str]:
+        """(True, "") when this shard can journal: its state is recovered and Redis
+        answers a PING; else (False, why). A shard that still has to recover tries
+        now, so an idle server heals without waiting for traffic."""
+        if self._core is None:
+            with self._lock:
+                if self._core is None:
+                    try:
+                        self._recover()
+                    except JournalUnavailable as error:
+                        return False, f"recovering: {error}"
+            return True, ""
+        try:
+            self._health_client.ping()
+        except redis.exceptions.RedisError as error:
+            return False, f"Redis does not answer: {type(error).__name__}: {error}"
+        return True, ""
 
     def channel_address(self) -> tuple[str, int, bytes]:
         """(host, port, token) of this incarnation's data channel (actors/channel.py),

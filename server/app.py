@@ -28,7 +28,7 @@ from loyalty.actors.shard import ShardSettings
 from loyalty.server.admin import GatewayRules
 from loyalty.server.auth import CONFIG_ACTOR, GatewaySecurity, acting_as, check_exposure
 from loyalty.server.embedded_redis import EmbeddedRedis, parent_death_signal_hook
-from loyalty.server.gateway import SERVICE_NAME, Gateway, tune_gc
+from loyalty.server.gateway import SERVICE_NAME, Gateway, configure_logging, tune_gc
 from loyalty.server.keys import records_key
 from loyalty.server.limits import SHUTDOWN_GRACE_S
 from loyalty.server.security_config import ApiKeySeed, SecuritySettings
@@ -122,8 +122,10 @@ class LoyaltyServer:
         """Start (or connect to) Redis and Ray, then the shard actors. Blocking."""
         config = self.config
         if not self.redis_url:
+            # Supervised: a child that dies (OOM killer, kill -9) is restarted on
+            # its port from its AOF; shards and gateways reconnect by themselves.
             self._embedded_redis = EmbeddedRedis(
-                pathlib.Path(config.data_dir), appendfsync=config.appendfsync
+                pathlib.Path(config.data_dir), appendfsync=config.appendfsync, supervised=True
             )
             self._embedded_redis.start()
             self.redis_url = self._embedded_redis.url
@@ -334,6 +336,7 @@ def serve(config: ServerConfig) -> int:
     """Run a server in this process until SIGTERM/SIGINT; return the exit code."""
     import uvloop
 
+    configure_logging()
     server = LoyaltyServer(config)
     try:
         server.start_backends()

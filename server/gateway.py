@@ -25,6 +25,7 @@ from grpc_reflection.v1alpha import reflection
 from loyalty.actors.ledger.program import DEFAULT_PROGRAM, CompiledProgram, Program
 from loyalty.server.auth import GatewaySecurity
 from loyalty.server.admin import GatewayRules
+from loyalty.server.health import ShardHealth
 from loyalty.server.limits import MESSAGE_BYTES_MAX, SHUTDOWN_GRACE_S
 from loyalty.server.security_config import SecuritySettings
 from loyalty.server.service import LoyaltyService
@@ -90,6 +91,7 @@ class Gateway:
         self.port = port
         self._server: grpc.aio.Server | None = None
         self._health: health.aio.HealthServicer | None = None
+        self._shard_health: ShardHealth | None = None
 
     async def start(self) -> int:
         """Listen and serve; return the port (useful when asked for port 0)."""
@@ -121,14 +123,24 @@ class Gateway:
             raise SystemExit(f"loyalty: cannot listen on {self.host}:{self.port}")
         self.port = bound
         await self._server.start()
-        for name in ("", SERVICE_NAME):
-            await self._health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        if self.router.actors:
+            # "" (the whole server) and the loyalty service: SERVING only while every
+            # shard can journal (server/health.py).
+            self._shard_health = ShardHealth(self.router.actors, self._health, ("", SERVICE_NAME))
+            self.router.on_unavailable = self._shard_health.report_unavailable
+            await self._shard_health.start()
+        else:
+            for name in ("", SERVICE_NAME):
+                await self._health.set(name, health_pb2.HealthCheckResponse.SERVING)
         return bound
 
     async def stop(self, grace_s: float = SHUTDOWN_GRACE_S) -> None:
         """Health NOT_SERVING, then stop accepting calls and drain those in flight."""
         if self._server is None:
             return
+        if self._shard_health is not None:
+            await self._shard_health.stop()
+            self._shard_health = None
         await self._health.enter_graceful_shutdown()
         await self._server.stop(grace_s)
         self._server = None
@@ -180,6 +192,7 @@ def worker_main(argv: list[str] | None = None) -> int:
     )
     try:
         actors = [ray.get_actor(name) for name in options.actors.split(",")]
+        configure_logging()
         tune_gc()
         rules = GatewayRules(redis_url=options.redis_url, key_prefix=options.key_prefix, program=program)
         gateway = Gateway(

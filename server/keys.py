@@ -31,6 +31,7 @@ from collections.abc import Callable, Iterable
 import msgspec
 import redis.asyncio as aioredis
 
+from loyalty.actors.outage import OutageLog
 from loyalty.server.admin_requests import ADMIN_REQUEST_RETENTION_S
 from loyalty.server.limits import API_KEYS_MAX, KEY_MIRROR_REFRESH_S
 from loyalty.server.security_config import ApiKeySeed
@@ -362,6 +363,7 @@ class KeyMirror:
         self._by_hash: dict[str, ApiKeyRecord] = {}
         self._by_id: dict[str, ApiKeyRecord] = {}
         self._task: asyncio.Task | None = None
+        self._outage = OutageLog(log, "API key changes feed", action="keeping the last copy of the keys; reconnecting")
         self.reloads = 0
         """Times the copy was reloaded (for tests and metrics)."""
         self.subscribed = False
@@ -415,6 +417,7 @@ class KeyMirror:
                 await pubsub.subscribe(self._channel)
                 await self.reload()  # after subscribing, so no change falls in between
                 self.subscribed = True
+                self._outage.recovered()
                 backoff_s = 0.05
                 while True:
                     message = await pubsub.get_message(
@@ -426,8 +429,7 @@ class KeyMirror:
             except asyncio.CancelledError:
                 raise
             except Exception as error:  # Redis away: keep the last copy, reconnect
-                if self.subscribed:
-                    log.warning("API key changes unavailable (%s); reconnecting", type(error).__name__)
+                self._outage.failed(f"{type(error).__name__}: {error}")
                 self.subscribed = False
                 await asyncio.sleep(backoff_s)
                 backoff_s = min(backoff_s * 2, 1.0)

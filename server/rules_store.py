@@ -62,6 +62,7 @@ from loyalty.actors.ledger.rules import (
     validate_rules,
 )
 from loyalty.actors.ledger.status import Status
+from loyalty.actors.outage import OutageLog
 from loyalty.actors.rules_source import RulesKeys
 from loyalty.server.admin_requests import (
     ADMIN_REQUEST_RETENTION_S,
@@ -692,19 +693,21 @@ async def follow_versions(
     changes and read the version key at least every ``poll_interval_s`` (a message
     published while the subscription was down is not delivered later)."""
     keys = RulesKeys(key_prefix)
+    outage = OutageLog(log, "rules version feed", action="serving the last known version; reconnecting")
     while True:
         pubsub = client.pubsub()
         try:
             await pubsub.subscribe(keys.channel)
             while True:
                 live.advance(int(await client.get(keys.version) or 0))
+                outage.recovered()
                 message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=poll_interval_s)
                 if message is not None:
                     live.advance(int(message["data"]))
         except asyncio.CancelledError:
             raise
-        except (redis.exceptions.RedisError, OSError, ValueError):
-            log.warning("rules: lost the version feed; reconnecting", exc_info=True)
+        except (redis.exceptions.RedisError, OSError, ValueError) as error:
+            outage.failed(f"{type(error).__name__}: {error}")
             await asyncio.sleep(poll_interval_s)  # Redis down: do not spin
         finally:
             with contextlib.suppress(Exception):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import NamedTuple
 
 import msgspec
@@ -53,9 +54,19 @@ class ShardChunk(NamedTuple):
 class ShardRouter:
     """Routes commands to the batcher of the shard that owns each member."""
 
-    def __init__(self, batchers: list[ShardBatcher], channels: list[ShardChannel] = ()) -> None:
+    def __init__(self, batchers: list[ShardBatcher], channels: list[ShardChannel] = (), actors: list = ()) -> None:
         self._batchers = batchers
         self._channels = list(channels)
+        self.actors = list(actors)
+        """The shard actors, by shard index (empty for routers without Ray actors)."""
+        self.on_unavailable: Callable[[int, str], None] | None = None
+        """Told (shard index, reason) when a shard call fails as UNAVAILABLE (the
+        gateway's ShardHealth listens)."""
+
+    def report_unavailable(self, shard: int, reason: str) -> None:
+        """Pass a failed shard call on to ``on_unavailable``."""
+        if self.on_unavailable is not None:
+            self.on_unavailable(shard, reason)
 
     def close(self) -> None:
         """Close the shard channels (after the gateway stopped taking calls)."""
@@ -137,15 +148,24 @@ def router_for(actors: list, rules: LiveRulesVersion | None = None) -> ShardRout
 
         return call
 
-    return ShardRouter(
-        [
-            ShardBatcher(
-                caller(channel),
-                classify_error=classify_shard_error,
-                queue_operations_max=SHARD_QUEUE_OPERATIONS_MAX,
-                call_operations_max=SHARD_CALL_OPERATIONS_MAX,
-            )
-            for channel in channels
-        ],
-        channels,
+    router = ShardRouter([], channels, actors)
+
+    def classifier(shard: int):
+        def classify(error: BaseException) -> GatewayError | None:
+            failure = classify_shard_error(error)
+            if failure is not None and failure.status == Status.SHARD_UNAVAILABLE:
+                router.report_unavailable(shard, failure.message)
+            return failure
+
+        return classify
+
+    router.batchers.extend(
+        ShardBatcher(
+            caller(channel),
+            classify_error=classifier(shard),
+            queue_operations_max=SHARD_QUEUE_OPERATIONS_MAX,
+            call_operations_max=SHARD_CALL_OPERATIONS_MAX,
+        )
+        for shard, channel in enumerate(channels)
     )
+    return router
