@@ -57,6 +57,10 @@ def _serve_parser(subcommands) -> None:
         help="members each shard keeps decoded between batches; the rest are kept "
         f"compressed (default {HOT_MEMBERS_DEFAULT})",
     )
+    parser.add_argument(
+        "--namespace", default="loyalty",
+        help="Ray namespace of the shard actors, so several servers can share one Ray cluster (default loyalty)",
+    )
     parser.add_argument("--tls-cert", type=pathlib.Path, help="serve TLS with this certificate chain (PEM)")
     parser.add_argument("--tls-key", type=pathlib.Path, help="private key of --tls-cert (PEM)")
     parser.add_argument(
@@ -102,6 +106,7 @@ def _serve(options: argparse.Namespace) -> int:
         data_dir=options.data_dir,
         appendfsync=options.appendfsync,
         ray_address=options.ray_address,
+        namespace=options.namespace,
         program=program,
         rules=rules,
         snapshot_every_events=options.snapshot_every_events,

@@ -31,9 +31,9 @@ HEALTH_PROBE_INTERVAL_S = 1.0
 within about a second, for one cheap Ray call per shard per second."""
 HEALTH_PROBE_INTERVAL_DOWN_S = 0.25
 """Probe period while a shard is down, so SERVING returns soon after it heals."""
-HEALTH_PROBE_TIMEOUT_S = 5.0
+HEALTH_PROBE_TIMEOUT_S = 1.0
 """A shard that does not answer a probe within this long counts as down (Ray is
-restarting it, or it is recovering a large state)."""
+restarting it, or it is recovering a large state: it cannot journal meanwhile)."""
 
 
 class ShardHealth:
