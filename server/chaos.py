@@ -6,7 +6,9 @@ reverse, adjust, balance reads) with unique request_ids, and meanwhile injects
 faults in rotation with quiet periods between them:
 
 * ``shard_kill``: SIGKILL of a shard actor's process (Ray restarts it);
-* ``redis_kill``: SIGKILL of Redis, then a restart from its append-only file;
+* ``redis_kill``: SIGKILL of Redis, then a restart (by the run) from its append-only file;
+* ``redis_crash``: SIGKILL of Redis and nobody but the server's own supervisor restarts
+  it (the Redis must be a supervised EmbeddedRedis, as ``loyalty serve`` runs);
 * ``redis_pause``: SIGSTOP of Redis, then SIGCONT;
 * ``gateway_restart``: the gateway and its shards stopped, a new one started on
   another port (clients reconnect);
@@ -58,7 +60,7 @@ from loyalty.actors.shard import ShardSettings, make_shard_actor
 from loyalty.v1 import loyalty_pb2 as pb
 from loyalty.v1 import loyalty_pb2_grpc
 
-FAULTS = ("shard_kill", "redis_kill", "redis_pause", "gateway_restart", "stale_incarnation")
+FAULTS = ("shard_kill", "redis_kill", "redis_crash", "redis_pause", "gateway_restart", "stale_incarnation")
 """Every fault type, in the order a run rotates through them."""
 
 BALANCE_FIELDS = (
@@ -630,6 +632,16 @@ class ChaosRun:
         self._healed_at = time.monotonic()
         return f"redis pid {pid} killed with SIGKILL, restarted from its AOF as pid {self.redis.pid}"
 
+    def _fault_redis_crash(self, number: int) -> str:
+        if not getattr(self.redis, "supervised", False):
+            raise RuntimeError("redis_crash needs a supervised Redis (EmbeddedRedis(supervised=True))")
+        restarts, pid = self.redis.restarts, self.redis.pid
+        os.kill(pid, signal.SIGKILL)
+        if not self.redis.wait_until_restarted(restarts, timeout_s=RECOVERY_DEADLINE_S):
+            raise RuntimeError(f"the supervisor did not restart Redis within {RECOVERY_DEADLINE_S:g} s")
+        self._healed_at = time.monotonic()
+        return f"redis pid {pid} killed with SIGKILL; the supervisor restarted it as pid {self.redis.pid}"
+
     def _fault_redis_pause(self, number: int) -> str:
         pid = self.redis.pid
         os.kill(pid, signal.SIGSTOP)
@@ -829,9 +841,16 @@ class ChaosReport:
                 + self.history_sum_mismatches + self.replay_mismatches + self.unknown_unresolved)
 
     @property
+    def unrecovered_faults(self) -> int:
+        """Faults after which the server never took writes again."""
+        return sum(1 for fault in self.faults if fault.recovery_s is None)
+
+    @property
     def ok(self) -> bool:
-        """Nothing lost, nothing applied twice, every other check passed too."""
-        return self.violations == 0 and not self.failures
+        """Nothing lost, nothing applied twice, every other check passed too, no
+        INTERNAL or UNKNOWN answer seen, and the server recovered from every fault."""
+        return (self.violations == 0 and not self.failures and not self.unexpected_codes
+                and self.unrecovered_faults == 0)
 
     def note(self, text: str) -> None:
         """Keep a few examples of discrepancies for the report."""
@@ -923,6 +942,8 @@ def check(run: ChaosRun, connection: Connection) -> ChaosReport:
         except grpc.RpcError as error:
             if error.code() == grpc.StatusCode.NOT_FOUND:
                 return None
+            if error.code() in UNKNOWN_CODES:
+                return _UNRESOLVED  # no answer even after RECOVERY_DEADLINE_S
             raise
 
     operations = _parallel(get_operation, history.ops)
@@ -930,6 +951,10 @@ def check(run: ChaosRun, connection: Connection) -> ChaosReport:
     not_applied: set[tuple[str, str]] = set()
     for op, stored in zip(history.ops, operations, strict=True):
         key = (op.member_id, op.request_id)
+        if stored is _UNRESOLVED:
+            report.unknown_unresolved += 1
+            report.note(f"unresolved: GetOperation of {op.kind} {op.request_id} never answered")
+            continue
         stored_ok = stored is not None and stored.status.code == 0
         if op.result in ("ok", "failed"):
             if op.result == "ok":
@@ -1055,6 +1080,10 @@ def check(run: ChaosRun, connection: Connection) -> ChaosReport:
     return report
 
 
+_UNRESOLVED = object()
+"""What the checker's GetOperation returns when the server never answered it."""
+
+
 def _same_outcome(op: OpRecord, stored: pb.Operation) -> bool:
     """Whether GetOperation's stored outcome is the answer the client was given."""
     if op.result == "failed":
@@ -1124,7 +1153,7 @@ def run_standalone(settings: ChaosSettings) -> ChaosReport:
     from loyalty.server.embedded_redis import EmbeddedRedis
 
     with tempfile.TemporaryDirectory(prefix="loyalty-chaos-") as scratch:
-        server = EmbeddedRedis(pathlib.Path(scratch), appendfsync="always")
+        server = EmbeddedRedis(pathlib.Path(scratch), appendfsync="always", supervised=True)
         server.start()
         try:
             use_loopback_for_local_ray()

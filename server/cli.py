@@ -159,8 +159,8 @@ def _chaos_parser(subcommands) -> None:
         help="run the fault-injection workload and check that nothing acknowledged is lost",
         description="Start an embedded Redis in a temporary directory, a local Ray and a "
         "server in this process; run a mixed workload while injecting faults in rotation "
-        "(shard kill -9, Redis kill -9 and restart, Redis SIGSTOP/SIGCONT, gateway restart, "
-        "stale shard incarnation); then check every operation and replay every journal. "
+        "(shard kill -9, Redis kill -9 and restart, Redis kill -9 left to the server's own "
+        "supervisor, Redis SIGSTOP/SIGCONT, gateway restart, stale shard incarnation); then check every operation and replay every journal. "
         "Exit code 0 only if nothing was lost, nothing applied twice and every check passed.",
     )
     parser.add_argument("--minutes", type=float, default=5.0, help="how long to inject faults (default 5)")
