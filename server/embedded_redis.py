@@ -330,6 +330,12 @@ class EmbeddedRedis:
         with self._changed:
             return self._changed.wait_for(lambda: self.restarts > restarts, timeout=timeout_s)
 
+    def wait_until_start_failed(self, failures: int, *, timeout_s: float) -> bool:
+        """Block until the supervisor has failed to start the child more than
+        ``failures`` times in all; False if that did not happen within ``timeout_s``."""
+        with self._changed:
+            return self._changed.wait_for(lambda: self.start_failures > failures, timeout=timeout_s)
+
     def __enter__(self) -> "EmbeddedRedis":
         """Start the server and return it."""
         self.start()
@@ -399,7 +405,9 @@ class EmbeddedRedis:
             except (RedisStartError, OSError) as error:  # OSError: e.g. the binary vanished
                 if self._stopping.is_set():
                     return  # stop() ended the child this start was waiting for
-                self.start_failures += 1
+                with self._changed:
+                    self.start_failures += 1
+                    self._changed.notify_all()
                 reason = error.reason if isinstance(error, RedisStartError) else str(error)
                 outage.failed(f"restart failed: {reason}; retrying (every {RESTART_BACKOFF_MAX_S:g} s at most)")
                 delay_s = min(delay_s * 2, RESTART_BACKOFF_MAX_S)
