@@ -372,6 +372,11 @@ class ShardActor:
         try:
             self._journal.write_snapshot(epoch, seq, chunks)
             return True
+        except JournalUnavailable as error:  # Redis away: expected, one line, no traceback
+            log.warning("shard %d: snapshot at seq %d not written (%s); will retry",
+                        self._settings.shard_index, seq, error)
+            self._snapshot_failed = True
+            return False
         except JournalError:
             log.exception("shard %d: snapshot at seq %d failed; will retry", self._settings.shard_index, seq)
             self._snapshot_failed = True
