@@ -405,17 +405,17 @@ class EmbeddedRedis:
             except (RedisStartError, OSError) as error:  # OSError: e.g. the binary vanished
                 if self._stopping.is_set():
                     return  # stop() ended the child this start was waiting for
-                with self._changed:
-                    self.start_failures += 1
-                    self._changed.notify_all()
                 reason = error.reason if isinstance(error, RedisStartError) else str(error)
                 outage.failed(f"restart failed: {reason}; retrying (every {RESTART_BACKOFF_MAX_S:g} s at most)")
+                with self._changed:  # logged before waiters learn of the failure
+                    self.start_failures += 1
+                    self._changed.notify_all()
                 delay_s = min(delay_s * 2, RESTART_BACKOFF_MAX_S)
                 continue
+            outage.recovered()  # logged before waiters learn of the restart
             with self._changed:
                 self.restarts += 1
                 self._changed.notify_all()
-            outage.recovered()
             return
 
     # ------------------------------------------------------------- launching

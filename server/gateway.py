@@ -43,6 +43,19 @@ GC_YOUNG_THRESHOLD = 50_000
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
+class _StderrHandler(logging.StreamHandler):
+    """Writes to whatever ``sys.stderr`` is at the time of each line (a test harness
+    may swap it), not to the stream it saw when it was made."""
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value) -> None:
+        pass
+
+
 def configure_logging(level: int = logging.INFO) -> None:
     """Send the server's own log lines (``loyalty.*``) to stderr with a timestamp.
 
@@ -51,7 +64,7 @@ def configure_logging(level: int = logging.INFO) -> None:
     logger = logging.getLogger("loyalty")
     if logger.handlers:
         return
-    handler = logging.StreamHandler()
+    handler = _StderrHandler()
     handler.setFormatter(logging.Formatter(LOG_FORMAT))
     logger.addHandler(handler)
     logger.setLevel(level)

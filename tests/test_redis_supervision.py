@@ -79,14 +79,23 @@ def test_a_restart_that_fails_is_logged_with_redis_reason_and_retried_until_it_w
 
 def test_outage_log_one_line_down_bounded_summaries_one_line_back(caplog):
     now = [0.0]
-    outage = OutageLog(logging.getLogger("loyalty.test"), "thing", summary_interval_s=30, clock=lambda: now[0])
-    with caplog.at_level(logging.INFO, logger="loyalty.test"):
-        for second in range(100):
-            now[0] = float(second)
-            outage.failed("refused")
-        now[0] = 100.0
-        assert outage.recovered() == 100.0
-        assert outage.recovered() is None
+    logger = logging.getLogger("loyalty.test.outage")
+    outage = OutageLog(logger, "thing", summary_interval_s=30, clock=lambda: now[0])
+    # Counted on a handler of its own: whether "loyalty" propagates depends on
+    # whether configure_logging ran in this process.
+    logger.addHandler(caplog.handler)
+    logger.propagate = False
+    try:
+        with caplog.at_level(logging.INFO, logger="loyalty.test.outage"):
+            for second in range(100):
+                now[0] = float(second)
+                outage.failed("refused")
+            now[0] = 100.0
+            assert outage.recovered() == 100.0
+            assert outage.recovered() is None
+    finally:
+        logger.removeHandler(caplog.handler)
+        logger.propagate = True
     messages = [record.getMessage() for record in caplog.records]
     assert messages[0] == "thing is down: refused"
     assert len(messages) == 1 + 3 + 1  # down, a summary each 30 s, back
