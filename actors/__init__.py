@@ -1,6 +1,12 @@
-"""Shard actors and the pure ledger core they wrap.
+"""The lower layer: the pure ledger core and the Ray shard actors that run it.
 
-``loyalty.actors.ledger`` is the deterministic core (no Ray, Redis or gRPC imports);
-``loyalty.actors.journal`` is the Redis journal; ``loyalty.actors.shard`` is the thin
-Ray shell that joins the two.
+- ``ledger/``: the deterministic core (commands, events, state, the rules engine);
+  no Ray, Redis or gRPC imports, handed the time by its caller.
+- ``shard/``: the thin Ray shell around the core, its Redis journal, its data channel
+  and its side of the rules store.
+- ``routing``: members to slots to shards; ``outage``: the outage log every component
+  that depends on Redis shares.
+
+Consumers of the journal (challenges, fraud) get a folder of their own here, each with
+its pure core beside its shell. Nothing in ``loyalty.actors`` imports ``loyalty.server``.
 """

@@ -102,13 +102,13 @@ class InProcessServer:
     """A LoyaltyServer with its backends, its gateway on a background event loop."""
 
     def __init__(self, config) -> None:
-        from loyalty.server.app import LoyaltyServer
+        from loyalty.server.runtime.app import LoyaltyServer
 
         self.server = LoyaltyServer(config)
         self._gateway = None
 
     def start(self) -> None:
-        from loyalty.server.background import BackgroundGateway
+        from loyalty.server.runtime.background import BackgroundGateway
 
         self.server.start_backends()
         self._gateway = BackgroundGateway(self.server, thread_name="gateway")
@@ -150,9 +150,9 @@ def run_server_phase(options: argparse.Namespace) -> dict:
     import ray
     import redis
 
-    from loyalty.actors.journal import ShardJournal
+    from loyalty.actors.shard.journal import ShardJournal
     from loyalty.actors.ledger import CompiledProgram, Program, ShardCore, codec
-    from loyalty.server.app import ServerConfig
+    from loyalty.server.runtime.app import ServerConfig
     from loyalty.v1 import loyalty_pb2 as pb
 
     result: dict = {"members": options.members, "tail": options.tail, "batch": options.batch}
@@ -164,7 +164,7 @@ def run_server_phase(options: argparse.Namespace) -> dict:
     )
     server = InProcessServer(config)
     began = time.monotonic()
-    from loyalty.server.app import use_loopback_for_local_ray
+    from loyalty.server.runtime.app import use_loopback_for_local_ray
 
     use_loopback_for_local_ray()
     # A local Ray on loopback only (the server uses a Ray already running in its process).
@@ -401,7 +401,7 @@ def breakdown(members: dict, sample: int) -> dict[str, float]:
 def build_core(members: int, batch: int):
     from loyalty.actors.ledger import CompiledProgram, Program, ShardCore
     from loyalty.actors.ledger import commands as c
-    from loyalty.server import requests
+    from loyalty.server.gateway import requests
     from loyalty.v1 import loyalty_pb2 as pb
 
     purchases = loadgen.baskets(random.Random(11), 4_096)

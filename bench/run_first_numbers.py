@@ -181,7 +181,7 @@ def classify_server_process(root: int, process: psutil.Process) -> str:
         return "ray"
     if "redis-server" in text:
         return "redis"
-    if "loyalty.server.gateway" in text:  # an extra gateway process (--gateways N)
+    if "loyalty.server.runtime.gateway_process" in text:  # an extra gateway process (--gateways N)
         return "server"
     if "ShardActor" in text:
         return "shards"
@@ -474,17 +474,17 @@ def _cmdline(process: psutil.Process) -> list[str]:
 # and time blocked in epoll/futex waits get their own lines.
 CATEGORIES = [
     # (component, file-or-function pattern, see-through)
-    ("request -> command (server/requests.py)", r"/server/requests\.py", False),
-    ("outcome -> protobuf (server/responses.py)", r"/server/responses\.py", False),
+    ("request -> command (server/gateway/requests.py)", r"/server/gateway/requests\.py", False),
+    ("outcome -> protobuf (server/gateway/responses.py)", r"/server/gateway/responses\.py", False),
     ("error mapping (server/errors.py)", r"/server/errors\.py", False),
     ("codec (actors/ledger/codec.py, msgspec)", r"/ledger/codec\.py", False),
     ("ledger logic (actors/ledger)", r"/actors/ledger/", False),
-    ("journal (actors/journal.py, Redis client)", r"/actors/journal\.py|/redis/|hiredis", False),
-    ("data channel (actors/channel.py, server/channel.py)", r"/actors/channel\.py|/server/channel\.py", False),
-    ("shard actor (actors/shard.py)", r"/actors/shard\.py", False),
-    ("batcher / router (server/batcher.py, shards.py)",
-     r"/server/batcher\.py|/server/shards\.py|/actors/routing\.py", False),
-    ("servicer glue (server/service.py)", r"/server/service\.py", False),
+    ("journal (actors/shard/journal.py, Redis client)", r"/actors/shard/journal\.py|/redis/|hiredis", False),
+    ("data channel (actors/shard/data_channel.py, server/gateway/data_channel.py)", r"/actors/shard/data_channel\.py|/server/gateway/data_channel\.py", False),
+    ("shard actor (actors/shard/actor.py)", r"/actors/shard/actor\.py", False),
+    ("batcher / router (server/gateway/batcher.py, router.py)",
+     r"/server/gateway/batcher\.py|/server/gateway/router\.py|/actors/routing\.py", False),
+    ("servicer glue (server/gateway/servicer.py)", r"/server/gateway/servicer\.py", False),
     ("Ray (actor call, serialization, core worker)", r"/ray/|_raylet|libray", False),
     ("gRPC (cygrpc, grpc.aio, C core)", r"grpc", False),
     ("event loop (uvloop / asyncio)", r"uvloop|libuv|/asyncio/|_asynciomodule", False),

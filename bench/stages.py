@@ -31,11 +31,13 @@ import time
 
 from loyalty.actors.ledger import CompiledProgram, Program, ShardCore, codec
 from loyalty.actors.ledger import commands as c
-from loyalty.server import batcher, requests, responses
-from loyalty.server.gateway import tune_gc
+from loyalty.server.gateway import batcher
+from loyalty.server.gateway import requests
+from loyalty.server.gateway import responses
+from loyalty.server.runtime.gateway_process import tune_gc
 from loyalty.server.limits import SHARD_CALL_OPERATIONS_MAX, SHARD_QUEUE_OPERATIONS_MAX
-from loyalty.server.service import LoyaltyService
-from loyalty.server.shards import ShardRouter, classify_shard_error
+from loyalty.server.gateway.servicer import LoyaltyService
+from loyalty.server.gateway.router import ShardRouter, classify_shard_error
 from loyalty.v1 import loyalty_pb2 as pb
 
 WHOLE_CALL = "gateway: whole Batch call"

@@ -29,8 +29,8 @@ from loyalty.actors.ledger.codec import decode_outcome
 from loyalty.actors.ledger.commands import Command
 from loyalty.actors.ledger.outcomes import Outcome
 from loyalty.actors.ledger.rules import Rule, RuleSet, compile_rules
-from loyalty.server.service import LoyaltyService
-from loyalty.server.shards import ShardChunk
+from loyalty.server.gateway.servicer import LoyaltyService
+from loyalty.server.gateway.router import ShardChunk
 from loyalty.v1 import loyalty_pb2_grpc
 
 # The fake's clock starts here unless told otherwise: a fixed instant makes test

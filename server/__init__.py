@@ -1,1 +1,17 @@
-"""The gRPC gateway: validation, routing, per-shard micro-batching, health, reflection."""
+"""The server side: everything between the network and the shard actors.
+
+- ``gateway/``: the request path (LoyaltyService servicer, request and response
+  conversion, routing, per-shard batching, the data-channel client, health).
+- ``security/``: the guard around every handler, rate limits, TLS and limits settings.
+- ``stores/``: the control plane's records in Redis (keys, audit, rules, admin replays).
+- ``admin/``: the admin use-cases and the AdminService servicer over them.
+- ``runtime/``: assembly, the supervised embedded Redis, Ray start-up, gateway processes.
+- ``cli/``: the ``loyalty`` command, one module per subcommand.
+- ``chaos/``: fault injection with a loss checker; nothing else imports it.
+- ``errors``: the one error vocabulary and its mapping to gRPC; ``limits``: named limits.
+
+Layers, lowest first: errors and limits; stores; security; gateway; admin; runtime;
+cli and chaos. A module imports only from its own layer or lower ones
+(tests/test_project.py checks it); ``loyalty.server`` may import ``loyalty.actors``,
+never the other way round.
+"""

@@ -22,7 +22,7 @@ SHUTDOWN_GRACE_S = 10.0
 
 # ---------------------------------------------------------------- security (issue 5)
 # Each of these can be overridden in the ``[limits]`` table of the config file, within
-# the bounds given in server/security_config.py.
+# the bounds given in server/security/config.py.
 
 # A call that sets no deadline gets this one, so no call holds a concurrency slot for
 # ever; a full Batch takes a second or two on a busy server.

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import pytest
 import redis
 
-from loyalty.server.embedded_redis import EmbeddedRedis
+from loyalty.server.runtime.embedded_redis import EmbeddedRedis
 
 
 @pytest.fixture(scope="session")
@@ -48,7 +48,7 @@ def ray_session() -> Iterator[None]:
 
     import ray
 
-    from loyalty.server.app import use_loopback_for_local_ray
+    from loyalty.server.runtime.app import use_loopback_for_local_ray
 
     use_loopback_for_local_ray()
     ray.init(include_dashboard=False, logging_level=logging.WARNING)
@@ -63,13 +63,13 @@ class ServerThread:
     can call it with ordinary blocking stubs."""
 
     def __init__(self, config) -> None:
-        from loyalty.server.app import LoyaltyServer
+        from loyalty.server.runtime.app import LoyaltyServer
 
         self.server = LoyaltyServer(config)
         self._gateway = None
 
     def start(self) -> ServerThread:
-        from loyalty.server.background import BackgroundGateway
+        from loyalty.server.runtime.background import BackgroundGateway
 
         self.server.start_backends()
         self._gateway = BackgroundGateway(self.server)
@@ -90,7 +90,7 @@ class ServerThread:
 
 def server_config(redis_url: str, key_prefix: str, **overrides):
     """A config for an in-process test server on a free port."""
-    from loyalty.server.app import ServerConfig
+    from loyalty.server.runtime.app import ServerConfig
 
     return ServerConfig(
         port=0,
@@ -139,8 +139,8 @@ class SecuredServer:
     ROLES = ("pos", "ecommerce", "analytics", "admin")
 
     def __init__(self, redis_url: str, **overrides) -> None:
-        from loyalty.server.keys import hash_secret, new_secret
-        from loyalty.server.security_config import ApiKeySeed
+        from loyalty.server.stores.keys import hash_secret, new_secret
+        from loyalty.server.security.config import ApiKeySeed
 
         self.secrets = {role: new_secret() for role in self.ROLES}
         seeds = tuple(

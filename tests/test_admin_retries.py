@@ -14,9 +14,9 @@ import redis
 from google.protobuf import field_mask_pb2
 
 from loyalty.clients import error_details
-from loyalty.server.admin_requests import ADMIN_REQUEST_RETENTION_S, request_key
-from loyalty.server.audit import audit_key
-from loyalty.server.keys import hash_secret, records_key
+from loyalty.server.stores.admin_requests import ADMIN_REQUEST_RETENTION_S, request_key
+from loyalty.server.stores.audit import audit_key
+from loyalty.server.stores.keys import hash_secret, records_key
 from loyalty.v1 import admin_pb2 as apb
 from loyalty.v1 import admin_pb2_grpc
 from loyalty.v1 import loyalty_pb2 as pb
@@ -274,7 +274,7 @@ def test_a_request_id_of_another_caller_is_a_conflict_not_their_secret(admin, md
 
 
 def cli_run(capsys, *argv: str) -> tuple[int, str, str]:
-    from loyalty.server import cli
+    from loyalty.server.cli import main as cli
 
     code = cli.main(list(argv))
     captured = capsys.readouterr()
@@ -284,7 +284,7 @@ def cli_run(capsys, *argv: str) -> tuple[int, str, str]:
 def test_the_keys_cli_retries_a_rotation_whose_audit_failed_with_the_same_request_id(
     admin, md, redis_db, secured_server, capsys, monkeypatch
 ):
-    from loyalty.server import admin_connection
+    from loyalty.server.cli import connection as admin_connection
 
     key_id = admin.CreateApiKey(apb.CreateApiKeyRequest(name="pos-9", role=apb.ROLE_POS), metadata=md).key.key_id
     broken = AuditStreamBroken(redis_db, secured_server.key_prefix)
@@ -327,7 +327,7 @@ def test_a_keys_command_repeated_by_hand_with_its_request_id_answers_the_first_s
 def test_rules_apply_retried_after_a_failed_audit_makes_one_version(
     admin, md, redis_db, secured_server, capsys, monkeypatch, tmp_path
 ):
-    from loyalty.server import admin_connection
+    from loyalty.server.cli import connection as admin_connection
 
     rule_id = f"r-{uuid.uuid4().hex[:10]}"
     path = tmp_path / "rules.toml"

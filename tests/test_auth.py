@@ -15,11 +15,11 @@ import grpc
 import pytest
 
 from loyalty.clients import error_details
-from loyalty.server import cli
-from loyalty.server.auth import ANONYMOUS, AuthGuard, Caller, acting_as, check_exposure, current_caller
-from loyalty.server.keys import hash_secret, new_secret
-from loyalty.server.ratelimit import KeyRateLimiter, RateLimited, TokenBucket
-from loyalty.server.security_config import (
+from loyalty.server.cli import main as cli
+from loyalty.server.security.guard import ANONYMOUS, AuthGuard, Caller, acting_as, check_exposure, current_caller
+from loyalty.server.stores.keys import hash_secret, new_secret
+from loyalty.server.security.rate_limits import KeyRateLimiter, RateLimited, TokenBucket
+from loyalty.server.security.config import (
     ApiKeySeed,
     Limits,
     SecurityConfigError,
@@ -431,7 +431,7 @@ def test_seeding_again_keeps_a_revoked_config_key_revoked(secured_server, stubs)
 
     import redis.asyncio as aioredis
 
-    from loyalty.server.keys import KeyRecords
+    from loyalty.server.stores.keys import KeyRecords
 
     _, admin = stubs
     admin_md = secured_server.metadata(secured_server.secrets["admin"])

@@ -11,7 +11,7 @@ import pytest
 from google.protobuf import message_factory
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from loyalty.server.keys import new_secret
+from loyalty.server.stores.keys import new_secret
 from loyalty.v1 import admin_pb2 as apb
 from loyalty.v1 import admin_pb2_grpc, loyalty_pb2
 

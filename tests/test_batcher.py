@@ -10,7 +10,7 @@ from loyalty.actors.ledger import codec
 from loyalty.actors.ledger import commands as c
 from loyalty.actors.ledger.outcomes import Outcome
 from loyalty.actors.ledger.status import Status
-from loyalty.server.batcher import ShardBatcher
+from loyalty.server.gateway.batcher import ShardBatcher
 from loyalty.server.errors import GatewayError
 
 

@@ -16,7 +16,7 @@ import pytest
 import ray
 
 from conftest import ServerThread, server_config
-from loyalty.server.embedded_redis import free_port
+from loyalty.server.runtime.embedded_redis import free_port
 from loyalty.v1 import loyalty_pb2 as pb
 from loyalty.v1 import loyalty_pb2_grpc
 
@@ -144,7 +144,7 @@ def test_restarted_server_keeps_balances_outcomes_and_open_holds(ray_session, re
 
 def _start_serve(port: int, data_dir, ray_address: str) -> subprocess.Popen:
     process = subprocess.Popen(
-        [sys.executable, "-m", "loyalty.server.cli", "serve", "--port", str(port),
+        [sys.executable, "-m", "loyalty.server.cli.main", "serve", "--port", str(port),
          "--data-dir", str(data_dir), "--ray-address", ray_address, "--shards", "2"],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,

@@ -16,8 +16,8 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from loyalty.server import embedded_redis
-from loyalty.server.embedded_redis import EmbeddedRedis, find_redis_server, free_port
+from loyalty.server.runtime import embedded_redis
+from loyalty.server.runtime.embedded_redis import EmbeddedRedis, find_redis_server, free_port
 
 # Upper bound on waiting for a process to exit in the parent-death test; only
 # a safety net so a broken build fails instead of hanging, never asserted on.
@@ -252,7 +252,7 @@ def test_explicit_taken_port_fails_with_the_log_tail(tmp_path):
 PARENT_SCRIPT = textwrap.dedent(
     """
     import pathlib, sys
-    from loyalty.server.embedded_redis import EmbeddedRedis
+    from loyalty.server.runtime.embedded_redis import EmbeddedRedis
 
     server = EmbeddedRedis(pathlib.Path(sys.argv[1]))
     server.start()

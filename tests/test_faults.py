@@ -15,8 +15,8 @@ import os
 
 import pytest
 
-from loyalty.server.chaos import FAULTS, ChaosRun, ChaosSettings
-from loyalty.server.embedded_redis import EmbeddedRedis
+from loyalty.server.chaos.run import FAULTS, ChaosRun, ChaosSettings
+from loyalty.server.runtime.embedded_redis import EmbeddedRedis
 
 
 @pytest.fixture

@@ -13,7 +13,9 @@ from hypothesis import strategies as st
 from loyalty.actors.ledger import codec
 from loyalty.actors.ledger.outcomes import BalanceView, MemberView, Outcome
 from loyalty.actors.ledger.status import Status
-from loyalty.server import batcher, errors, responses
+from loyalty.server import errors
+from loyalty.server.gateway import batcher
+from loyalty.server.gateway import responses
 from loyalty.server.errors import FieldViolation, GatewayError
 from loyalty.v1 import loyalty_pb2 as pb
 

@@ -12,11 +12,12 @@ from loyalty.actors.ledger import CompiledProgram, Program, ShardCore, codec
 from loyalty.actors.ledger import commands as c
 from loyalty.actors.ledger.status import Status
 from loyalty.actors.routing import shard_of
-from loyalty.server import errors, requests
-from loyalty.server.batcher import ShardBatcher
+from loyalty.server import errors
+from loyalty.server.gateway import requests
+from loyalty.server.gateway.batcher import ShardBatcher
 from loyalty.server.errors import FieldViolation, GatewayError
-from loyalty.server.service import LoyaltyService
-from loyalty.server.shards import ShardChunk, ShardRouter
+from loyalty.server.gateway.servicer import LoyaltyService
+from loyalty.server.gateway.router import ShardChunk, ShardRouter
 from loyalty.v1 import loyalty_pb2 as pb
 
 SHARDS = 3

@@ -11,20 +11,20 @@ import grpc
 import psutil
 import ray
 
-from loyalty.server.embedded_redis import free_port
+from loyalty.server.runtime.embedded_redis import free_port
 from loyalty.v1 import loyalty_pb2 as pb
 from loyalty.v1 import loyalty_pb2_grpc
 
 
 def _gateway_workers(process: subprocess.Popen) -> list[psutil.Process]:
     children = psutil.Process(process.pid).children(recursive=True)
-    return [child for child in children if "loyalty.server.gateway" in " ".join(child.cmdline())]
+    return [child for child in children if "loyalty.server.runtime.gateway_process" in " ".join(child.cmdline())]
 
 
 def test_two_gateway_processes_serve_one_ledger_and_stop_together(ray_session, tmp_path):
     port = free_port()
     process = subprocess.Popen(
-        [sys.executable, "-m", "loyalty.server.cli", "serve", "--port", str(port), "--gateways", "2",
+        [sys.executable, "-m", "loyalty.server.cli.main", "serve", "--port", str(port), "--gateways", "2",
          "--data-dir", str(tmp_path / "data"), "--ray-address", ray.get_runtime_context().gcs_address],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,

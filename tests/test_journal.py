@@ -15,7 +15,7 @@ from redis.backoff import NoBackoff
 from redis.crc import key_slot
 from redis.retry import Retry
 
-from loyalty.actors.journal import (
+from loyalty.actors.shard.journal import (
     FencedError,
     JournalCorrupt,
     JournalError,

@@ -8,9 +8,9 @@ import time
 import grpc
 import pytest
 
-from loyalty.server import cli
-from loyalty.server.keys import hash_secret
-from loyalty.server.security_config import load_security_config
+from loyalty.server.cli import main as cli
+from loyalty.server.stores.keys import hash_secret
+from loyalty.server.security.config import load_security_config
 from loyalty.v1 import loyalty_pb2 as pb
 from loyalty.v1 import loyalty_pb2_grpc
 

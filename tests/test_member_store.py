@@ -162,7 +162,7 @@ def test_a_shard_with_most_members_encoded_behaves_like_one_with_all_decoded(hot
 
 
 def test_loyalty_serve_refuses_a_negative_hot_members_count(capsys):
-    from loyalty.server import cli
+    from loyalty.server.cli import main as cli
 
     assert cli.main(["serve", "--port", "0", "--hot-members", "-1"]) == 2
     assert "--hot-members must be >= 0" in capsys.readouterr().err

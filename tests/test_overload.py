@@ -22,9 +22,9 @@ from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
 from loyalty.clients.errors import RateLimited, error_from_rpc_error
-from loyalty.server.embedded_redis import EmbeddedRedis
+from loyalty.server.runtime.embedded_redis import EmbeddedRedis
 from loyalty.server.limits import SHARD_QUEUE_OPERATIONS_MAX
-from loyalty.server.security_config import Limits, SecuritySettings
+from loyalty.server.security.config import Limits, SecuritySettings
 from loyalty.v1 import loyalty_pb2 as pb
 from loyalty.v1 import loyalty_pb2_grpc
 

@@ -47,9 +47,9 @@ class Refuse:
         if name == "loyalty.server" or name.startswith("loyalty.server.") or name.split(".")[0] == "grpc":
             raise ImportError("the shard actor must not import " + name)
 sys.meta_path.insert(0, Refuse())
-import loyalty.actors.shard
-import loyalty.actors.rules_source
-import loyalty.actors.channel
+import loyalty.actors.shard.actor
+import loyalty.actors.shard.rules_source
+import loyalty.actors.shard.data_channel
 """
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr

@@ -10,8 +10,8 @@ import psutil
 import redis
 
 from loyalty.actors.outage import OutageLog
-from loyalty.server.chaos import ChaosReport, ChaosSettings, FaultRecord
-from loyalty.server.embedded_redis import EmbeddedRedis
+from loyalty.server.chaos.run import ChaosReport, ChaosSettings, FaultRecord
+from loyalty.server.runtime.embedded_redis import EmbeddedRedis
 
 DEADLINE_S = 60.0
 

@@ -15,15 +15,15 @@ import msgspec
 import pytest
 import redis.asyncio
 
-from loyalty.actors.journal import JournalUnavailable
+from loyalty.actors.shard.journal import JournalUnavailable
 from loyalty.actors.ledger import codec
 from loyalty.actors.ledger.commands import Earn, EnrollMember, GetBalance, Line
 from loyalty.actors.ledger.program import CompiledProgram, Program
 from loyalty.actors.ledger.rules import Rule, RuleBudget, RuleEffect
 from loyalty.actors.ledger.status import Status
-from loyalty.actors.rules_source import ShardRulesSource, account_of
-from loyalty.actors.shard import ShardActor, ShardSettings
-from loyalty.server.rules_store import RulesStore
+from loyalty.actors.shard.rules_source import ShardRulesSource, account_of
+from loyalty.actors.shard.actor import ShardActor, ShardSettings
+from loyalty.server.stores.rules import RulesStore
 
 RULE_ID = "campaign"
 SHARD_COUNT = 3

@@ -12,8 +12,8 @@ import grpc
 import pytest
 import ray
 
-from loyalty.server.cli import main
-from loyalty.server.embedded_redis import free_port
+from loyalty.server.cli.main import main
+from loyalty.server.runtime.embedded_redis import free_port
 from loyalty.v1 import admin_pb2 as apb
 from loyalty.v1 import admin_pb2_grpc, loyalty_pb2_grpc
 from loyalty.v1 import loyalty_pb2 as pb
@@ -107,7 +107,7 @@ def test_apply_to_a_server_that_is_not_there_is_a_connection_error(rules_file, c
 
 def _serve(config_path, data_dir, port: int, *extra: str) -> subprocess.Popen:
     process = subprocess.Popen(
-        [sys.executable, "-m", "loyalty.server.cli", "serve", "--port", str(port), "--shards", "2",
+        [sys.executable, "-m", "loyalty.server.cli.main", "serve", "--port", str(port), "--shards", "2",
          "--config", str(config_path), "--data-dir", str(data_dir),
          "--ray-address", ray.get_runtime_context().gcs_address, *extra],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,

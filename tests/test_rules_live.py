@@ -13,10 +13,10 @@ import pytest
 import redis.asyncio
 
 from conftest import ServerThread, server_config
-from loyalty.server.admin import GatewayRules
-from loyalty.server.app import LoyaltyServer
-from loyalty.server.gateway import Gateway
-from loyalty.server.shards import router_for
+from loyalty.server.admin.servicer import GatewayRules
+from loyalty.server.runtime.app import LoyaltyServer
+from loyalty.server.runtime.gateway_process import Gateway
+from loyalty.server.gateway.router import router_for
 from loyalty.v1 import admin_pb2 as apb
 from loyalty.v1 import admin_pb2_grpc, loyalty_pb2_grpc
 from loyalty.v1 import loyalty_pb2 as pb
@@ -69,7 +69,7 @@ class ExtraGateway:
         return self
 
     async def _start(self) -> int:
-        from loyalty.server.audit import AuditLog
+        from loyalty.server.stores.audit import AuditLog
 
         config = self._server.config
         self.rules = GatewayRules(redis_url=self._server.redis_url, key_prefix=config.key_prefix, program=config.program)

@@ -40,7 +40,7 @@ from loyalty.clients import (
 from loyalty.clients.errors import ERRORS_BY_REASON, LoyaltyError as BaseError
 from loyalty.clients.ids import REQUEST_ID_LENGTH, request_id_time_ms
 from loyalty.clients.testing import FakeLoyaltyServer, InProcessRouter
-from loyalty.server.service import LoyaltyService
+from loyalty.server.gateway.servicer import LoyaltyService
 from loyalty.v1 import loyalty_pb2, loyalty_pb2_grpc
 
 ZERO_DELAYS = RetryPolicy(max_attempts=5, initial_backoff=0.0, max_backoff=0.0)

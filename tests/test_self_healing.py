@@ -24,8 +24,8 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from loyalty.actors.routing import shard_of
-from loyalty.server.embedded_redis import RESTART_BACKOFF_MAX_S, EmbeddedRedis, free_port
-from loyalty.server.health import HEALTH_PROBE_TIMEOUT_S
+from loyalty.server.runtime.embedded_redis import RESTART_BACKOFF_MAX_S, EmbeddedRedis, free_port
+from loyalty.server.gateway.health import HEALTH_PROBE_TIMEOUT_S
 from loyalty.v1 import loyalty_pb2 as pb
 from loyalty.v1 import loyalty_pb2_grpc
 
@@ -148,7 +148,7 @@ def serve(ray_session, tmp_path):
     namespace = f"heal-{uuid.uuid4().hex[:8]}"
     with open(log_path, "w") as log_file:
         process = subprocess.Popen(
-            [sys.executable, "-m", "loyalty.server.cli", "serve", "--port", str(port), "--shards", "2",
+            [sys.executable, "-m", "loyalty.server.cli.main", "serve", "--port", str(port), "--shards", "2",
              "--data-dir", str(tmp_path / "data"), "--ray-address", ray.get_runtime_context().gcs_address,
              "--namespace", namespace],
             stdout=log_file, stderr=subprocess.STDOUT, text=True,

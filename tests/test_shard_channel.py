@@ -18,15 +18,15 @@ import socket
 import psutil
 import pytest
 
-from loyalty.actors.channel import REQUEST_HEADER, TOKEN_BYTES
-from loyalty.actors.journal import JournalUnavailable
+from loyalty.actors.shard.data_channel import REQUEST_HEADER, TOKEN_BYTES
+from loyalty.actors.shard.journal import JournalUnavailable
 from loyalty.actors.ledger import codec
 from loyalty.actors.ledger.commands import Earn, EnrollMember, GetBalance, Line
 from loyalty.actors.ledger.status import Status
-from loyalty.actors.shard import ShardActor, ShardSettings, make_shard_actor
-from loyalty.server.channel import ShardChannel, ShardFailed
-from loyalty.server.embedded_redis import EmbeddedRedis
-from loyalty.server.shards import classify_shard_error
+from loyalty.actors.shard.actor import ShardActor, ShardSettings, make_shard_actor
+from loyalty.server.gateway.data_channel import ShardChannel, ShardFailed
+from loyalty.server.runtime.embedded_redis import EmbeddedRedis
+from loyalty.server.gateway.router import classify_shard_error
 
 
 class _LocalMethod:

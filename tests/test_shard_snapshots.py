@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import threading
 
-from loyalty.actors.journal import JournalUnavailable
+from loyalty.actors.shard.journal import JournalUnavailable
 from loyalty.actors.ledger import codec
 from loyalty.actors.ledger.commands import Earn, EnrollMember, Line
 from loyalty.actors.ledger.status import Status
-from loyalty.actors.shard import ShardActor, ShardSettings
+from loyalty.actors.shard.actor import ShardActor, ShardSettings
 
 MEMBERS = [f"m{i}" for i in range(30)]
 

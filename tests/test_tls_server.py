@@ -17,8 +17,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from loyalty.clients import ClientConfig, LoyaltyClient, MemberNotFound, TlsConfig
-from loyalty.server import cli
-from loyalty.server.security_config import SecuritySettings, TlsFiles
+from loyalty.server.cli import main as cli
+from loyalty.server.security.config import SecuritySettings, TlsFiles
 from loyalty.v1 import loyalty_pb2 as pb
 from loyalty.v1 import loyalty_pb2_grpc
 

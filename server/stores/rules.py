@@ -33,7 +33,7 @@ lease and its journal record count as spent: a budget is never overspent, at wor
 underspent), and budget_remaining shows max(remaining, 0).
 
 The gateway side (``RulesStore``, here) uses redis.asyncio; the shard side
-(``ShardRulesSource`` in actors/rules_source.py, with the key names both use) uses
+(``ShardRulesSource`` in actors/shard/rules_source.py, with the key names both use) uses
 the synchronous client because shards are sync actors.
 """
 
@@ -63,8 +63,8 @@ from loyalty.actors.ledger.rules import (
 )
 from loyalty.actors.ledger.status import Status
 from loyalty.actors.outage import OutageLog
-from loyalty.actors.rules_source import RulesKeys
-from loyalty.server.admin_requests import (
+from loyalty.actors.shard.rules_source import RulesKeys
+from loyalty.server.stores.admin_requests import (
     ADMIN_REQUEST_RETENTION_S,
     RequestToRecord,
     decode_record,

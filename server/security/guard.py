@@ -3,7 +3,7 @@ deadlines, applied to every call by one guard wrapped around every method handle
 
 Authentication is on as soon as the deployment has any API key (revoked ones count,
 so revoking every key never reopens the server); with none, every caller is the
-anonymous admin and the server only listens on loopback (see server/app.py).
+anonymous admin and the server only listens on loopback (see server/runtime/app.py).
 
 Roles (``ROLE_METHODS`` is the table; the README shows it):
 
@@ -36,12 +36,12 @@ from grpc_status import rpc_status as grpc_rpc_status
 
 from loyalty.actors.ledger.status import Status
 from loyalty.server import errors
-from loyalty.server.audit import AuditLog
+from loyalty.server.stores.audit import AuditLog
 from loyalty.server.errors import FieldViolation
-from loyalty.server.keys import ApiKeyRecord, KeyMirror, KeyRecords
+from loyalty.server.stores.keys import ApiKeyRecord, KeyMirror, KeyRecords
 from loyalty.server.limits import API_KEY_SECRET_LENGTH_MAX, MESSAGE_BYTES_MAX
-from loyalty.server.ratelimit import KeyRateLimiter, RateLimited
-from loyalty.server.security_config import Limits, SecuritySettings, is_loopback, server_credentials
+from loyalty.server.security.rate_limits import KeyRateLimiter, RateLimited
+from loyalty.server.security.config import Limits, SecuritySettings, is_loopback, server_credentials
 from loyalty.v1 import admin_pb2, loyalty_pb2
 
 LOYALTY_SERVICE = loyalty_pb2.DESCRIPTOR.services_by_name["LoyaltyService"].full_name
@@ -469,7 +469,7 @@ class GatewaySecurity:
     guard, key administration, the audit log, server options and TLS."""
 
     def __init__(self, *, redis_url: str, key_prefix: str, settings: SecuritySettings) -> None:
-        from loyalty.server.key_admin import KeyAdmin
+        from loyalty.server.admin.keys import KeyAdmin
 
         self.redis_url = redis_url
         self.key_prefix = key_prefix

@@ -34,7 +34,7 @@ import struct
 import threading
 from collections.abc import Callable
 
-from loyalty.actors.journal import JournalError
+from loyalty.actors.shard.journal import JournalError
 
 log = logging.getLogger(__name__)
 

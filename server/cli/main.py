@@ -9,7 +9,8 @@ import sys
 
 from loyalty.actors.ledger.members import HOT_MEMBERS_DEFAULT
 from loyalty.actors.ledger.program import DEFAULT_PROGRAM, ProgramError, load_program
-from loyalty.server import keys_cli, rules_cli
+from loyalty.server.cli import keys as keys_cli
+from loyalty.server.cli import rules as rules_cli
 
 
 def _serve_parser(subcommands) -> None:
@@ -74,7 +75,7 @@ def _serve_parser(subcommands) -> None:
 
 
 def _serve(options: argparse.Namespace) -> int:
-    from loyalty.server.app import ServerConfig, serve
+    from loyalty.server.runtime.app import ServerConfig, serve
 
     program = DEFAULT_PROGRAM
     rules = None
@@ -121,7 +122,7 @@ def _serve(options: argparse.Namespace) -> int:
 
 def _security_options(options: argparse.Namespace):
     """(SecuritySettings, api key seeds) from --config and the TLS flags, or exit code 2."""
-    from loyalty.server.security_config import (
+    from loyalty.server.security.config import (
         ConfigFileSecurity,
         SecurityConfigError,
         SecuritySettings,
@@ -175,7 +176,7 @@ def _chaos_parser(subcommands) -> None:
 
 
 def _chaos(options: argparse.Namespace) -> int:
-    from loyalty.server.chaos import ChaosSettings, run_standalone
+    from loyalty.server.chaos.run import ChaosSettings, run_standalone
 
     if options.minutes <= 0 or options.shards < 1 or options.clients < 1 or options.quiet_seconds < 0:
         print("loyalty: --minutes must be > 0, --shards and --clients >= 1", file=sys.stderr)

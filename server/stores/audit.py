@@ -15,7 +15,7 @@ from typing import Any
 import msgspec
 import redis.asyncio as aioredis
 
-from loyalty.server.admin_requests import AuditOnce
+from loyalty.server.stores.admin_requests import AuditOnce
 from loyalty.server.limits import AUDIT_EVENTS_MAX, AUDIT_JSON_BYTES_MAX
 
 
@@ -79,10 +79,10 @@ class AuditLog:
         actor: Any = None,
     ) -> dict[str, str]:
         """The stream fields of one event, as ``record`` appends them. The actor is the
-        caller of the current RPC (from ``loyalty.server.auth.current_caller()``) unless
+        caller of the current RPC (from ``loyalty.server.security.guard.current_caller()``) unless
         given (anything with ``key_id`` and ``name``, e.g. the config file at start)."""
         if actor is None:
-            from loyalty.server.auth import current_caller
+            from loyalty.server.security.guard import current_caller
 
             actor = current_caller()
         return {

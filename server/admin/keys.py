@@ -3,7 +3,7 @@ RevokeApiKey, ListAuditEvents. The AdminService servicer delegates to ``KeyAdmin
 
 A secret appears in exactly one place: the response to the call that made it (and,
 for a call sent with a request_id, the record that lets a retry get the same answer,
-kept ADMIN_REQUEST_RETENTION_S: see server/admin_requests.py). The audit log records
+kept ADMIN_REQUEST_RETENTION_S: see server/stores/admin_requests.py). The audit log records
 every change with the key's public fields only.
 
 Retries: CreateApiKey and RotateApiKey with a request_id are recorded with the change
@@ -29,7 +29,7 @@ from grpc_status import rpc_status as grpc_rpc_status
 from loyalty.actors.ledger.limits import PAGE_SIZE_DEFAULT, PAGE_SIZE_MAX
 from loyalty.actors.ledger.status import Status
 from loyalty.server import errors
-from loyalty.server.admin_requests import (
+from loyalty.server.stores.admin_requests import (
     KEYS_AREA,
     AdminRequestRecord,
     RequestIdConflict,
@@ -40,9 +40,9 @@ from loyalty.server.admin_requests import (
     replayable,
     request_key,
 )
-from loyalty.server.audit import AuditLog
+from loyalty.server.stores.audit import AuditLog
 from loyalty.server.errors import FieldViolation
-from loyalty.server.keys import (
+from loyalty.server.stores.keys import (
     AlreadyRecorded,
     ApiKeyRecord,
     KeyConflict,
@@ -52,7 +52,7 @@ from loyalty.server.keys import (
     KeyStoreFull,
 )
 from loyalty.server.limits import PAGE_TOKEN_LENGTH_MAX
-from loyalty.server.security_config import check_key_name, check_scope
+from loyalty.server.security.config import check_key_name, check_scope
 from loyalty.v1 import admin_pb2 as apb
 
 ROLE_NAMES: dict[int, str] = {
@@ -143,7 +143,7 @@ class _Request:
     """One key change sent with a request_id: how to record it and how to replay it."""
 
     def __init__(self, admin: KeyAdmin, method: str, request) -> None:
-        from loyalty.server.auth import current_caller
+        from loyalty.server.security.guard import current_caller
 
         self.method = method
         self.request_id = request.request_id

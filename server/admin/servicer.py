@@ -8,7 +8,7 @@ API keys and the audit log itself are served by auth's KeyAdmin.
 
 Changes sent with a ``request_id`` are safe to retry: the store records the outcome
 in the same transaction as the change, a retry answers it again, and the audit event
-is appended once (see server/admin_requests.py).
+is appended once (see server/stores/admin_requests.py).
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from loyalty.actors.ledger.program import CompiledProgram, Program
 from loyalty.actors.ledger.rules import Rule, Violation
 from loyalty.actors.ledger.status import Status
 from loyalty.server import errors
-from loyalty.server.admin_requests import (
+from loyalty.server.stores.admin_requests import (
     RULES_AREA,
     RequestIdConflict,
     RequestToRecord,
@@ -38,8 +38,8 @@ from loyalty.server.admin_requests import (
     request_key,
 )
 from loyalty.server.errors import FieldViolation
-from loyalty.server.rule_convert import apply_update, rule_from_proto, rule_to_proto, rules_from_proto
-from loyalty.server.rules_store import (
+from loyalty.server.admin.rules_proto import apply_update, rule_from_proto, rule_to_proto, rules_from_proto
+from loyalty.server.stores.rules import (
     ChangeResult,
     LiveRulesVersion,
     RuleChangeRefused,
@@ -106,7 +106,7 @@ class AdminServicer(pb_grpc.AdminServiceServicer):
             await _abort(context, errors.invalid_argument(FieldViolation("request_id", problem)))
         if not request.request_id or request.validate_only:
             return None
-        from loyalty.server.auth import current_caller
+        from loyalty.server.security.guard import current_caller
 
         caller = current_caller()
         audit = self._audit

@@ -1,7 +1,7 @@
 """One gateway: the gRPC server (service, health, reflection) in front of the shards.
 
 ``loyalty serve --gateways N`` runs N of them: the main process and N-1 worker
-processes (``python -m loyalty.server.gateway``), all listening on the same port with
+processes (``python -m loyalty.server.runtime.gateway_process``), all listening on the same port with
 SO_REUSEPORT so the kernel spreads connections over them. Each has its own batchers
 in front of the same shard actors: a shard then sees up to N calls in flight, applied
 one after the other, which changes nothing for correctness (each batch is applied and
@@ -23,13 +23,13 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from loyalty.actors.ledger.program import DEFAULT_PROGRAM, CompiledProgram, Program
-from loyalty.server.auth import GatewaySecurity
-from loyalty.server.admin import GatewayRules
-from loyalty.server.health import ShardHealth
+from loyalty.server.security.guard import GatewaySecurity
+from loyalty.server.admin.servicer import GatewayRules
+from loyalty.server.gateway.health import ShardHealth
 from loyalty.server.limits import MESSAGE_BYTES_MAX, SHUTDOWN_GRACE_S
-from loyalty.server.security_config import SecuritySettings
-from loyalty.server.service import LoyaltyService
-from loyalty.server.shards import ShardRouter, router_for
+from loyalty.server.security.config import SecuritySettings
+from loyalty.server.gateway.servicer import LoyaltyService
+from loyalty.server.gateway.router import ShardRouter, router_for
 from loyalty.v1 import admin_pb2, admin_pb2_grpc, loyalty_pb2, loyalty_pb2_grpc
 
 SERVICE_NAME = loyalty_pb2.DESCRIPTOR.services_by_name["LoyaltyService"].full_name
@@ -96,7 +96,7 @@ class Gateway:
         self.admin = admin
         """The AdminService servicer (None: not served)."""
         self.security = security
-        """Keys, roles, limits and TLS (loyalty.server.auth); None: plaintext, no checks
+        """Keys, roles, limits and TLS (loyalty.server.security.guard); None: plaintext, no checks
         (only for tools that start a bare gateway)."""
         self.program = CompiledProgram(program or DEFAULT_PROGRAM)
         """The loyalty program, for answers the gateway gives itself (redemption quotes)."""
@@ -138,7 +138,7 @@ class Gateway:
         await self._server.start()
         if self.router.actors:
             # "" (the whole server) and the loyalty service: SERVING only while every
-            # shard can journal (server/health.py).
+            # shard can journal (server/gateway/health.py).
             self._shard_health = ShardHealth(self.router.actors, self._health, ("", SERVICE_NAME))
             self.router.on_unavailable = self._shard_health.report_unavailable
             await self._shard_health.start()
@@ -180,7 +180,7 @@ def worker_main(argv: list[str] | None = None) -> int:
     import ray
     import uvloop
 
-    parser = argparse.ArgumentParser(prog="python -m loyalty.server.gateway")
+    parser = argparse.ArgumentParser(prog="python -m loyalty.server.runtime.gateway_process")
     parser.add_argument("--ray-address", required=True)
     parser.add_argument("--namespace", required=True)
     parser.add_argument("--actors", required=True, help="shard actor names, comma-separated, by shard index")

@@ -24,15 +24,15 @@ from loyalty.actors.ledger.members import HOT_MEMBERS_DEFAULT
 from loyalty.actors.ledger.program import Program
 from loyalty.actors.ledger.rules import Rule
 from loyalty.actors.routing import SLOT_COUNT
-from loyalty.actors.shard import ShardSettings
-from loyalty.server.admin import GatewayRules
-from loyalty.server.auth import CONFIG_ACTOR, GatewaySecurity, acting_as, check_exposure
-from loyalty.server.embedded_redis import EmbeddedRedis, parent_death_signal_hook
-from loyalty.server.gateway import SERVICE_NAME, Gateway, configure_logging, tune_gc
-from loyalty.server.keys import records_key
+from loyalty.actors.shard.actor import ShardSettings
+from loyalty.server.admin.servicer import GatewayRules
+from loyalty.server.security.guard import CONFIG_ACTOR, GatewaySecurity, acting_as, check_exposure
+from loyalty.server.runtime.embedded_redis import EmbeddedRedis, parent_death_signal_hook
+from loyalty.server.runtime.gateway_process import SERVICE_NAME, Gateway, configure_logging, tune_gc
+from loyalty.server.stores.keys import records_key
 from loyalty.server.limits import SHUTDOWN_GRACE_S
-from loyalty.server.security_config import ApiKeySeed, SecuritySettings
-from loyalty.server.shards import ShardRouter, router_for, start_shard_actors
+from loyalty.server.security.config import ApiKeySeed, SecuritySettings
+from loyalty.server.gateway.router import ShardRouter, router_for, start_shard_actors
 
 log = logging.getLogger(__name__)
 
@@ -249,7 +249,7 @@ class LoyaltyServer:
         """The command line of an extra gateway process serving this server's shards,
         program, keys and TLS (``security`` overrides the configured settings)."""
         return [
-            sys.executable, "-m", "loyalty.server.gateway",
+            sys.executable, "-m", "loyalty.server.runtime.gateway_process",
             "--ray-address", ray.get_runtime_context().gcs_address,
             "--namespace", self.config.namespace,
             "--actors", ",".join(self.actor_names),

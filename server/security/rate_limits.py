@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 
-from loyalty.server.security_config import Limits
+from loyalty.server.security.config import Limits
 
 
 class TokenBucket:

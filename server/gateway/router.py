@@ -9,17 +9,17 @@ from typing import NamedTuple
 import msgspec
 import ray
 import ray.exceptions
-from loyalty.actors.journal import JournalError
+from loyalty.actors.shard.journal import JournalError
 from loyalty.actors.ledger.commands import Command
 from loyalty.actors.ledger.outcomes import Outcome
 from loyalty.actors.ledger.status import Status
 from loyalty.actors.routing import shard_of
-from loyalty.actors.shard import ShardSettings, make_shard_actor
-from loyalty.server.batcher import ShardBatcher
-from loyalty.server.channel import ShardChannel, ShardConnectionLost
+from loyalty.actors.shard.actor import ShardSettings, make_shard_actor
+from loyalty.server.gateway.batcher import ShardBatcher
+from loyalty.server.gateway.data_channel import ShardChannel, ShardConnectionLost
 from loyalty.server.errors import GatewayError
 from loyalty.server.limits import SHARD_CALL_OPERATIONS_MAX, SHARD_QUEUE_OPERATIONS_MAX
-from loyalty.server.rules_store import LiveRulesVersion
+from loyalty.server.stores.rules import LiveRulesVersion
 
 
 def classify_shard_error(error: BaseException) -> GatewayError | None:
@@ -136,7 +136,7 @@ def start_shard_actors(template: ShardSettings, names: list[str], *, namespace: 
 
 def router_for(actors: list, rules: LiveRulesVersion | None = None) -> ShardRouter:
     """A router with one bounded batcher per actor, sending over each actor's data
-    channel (server/channel.py). Each shard call carries the rules version ``rules``
+    channel (server/gateway/data_channel.py). Each shard call carries the rules version ``rules``
     holds when the call is sent, so a whole batch is evaluated with one version (the
     shard installs it first if it is newer than its own)."""
     live = rules if rules is not None else LiveRulesVersion()

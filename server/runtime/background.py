@@ -12,7 +12,7 @@ import threading
 
 import uvloop
 
-from loyalty.server.app import LoyaltyServer
+from loyalty.server.runtime.app import LoyaltyServer
 
 
 class BackgroundGateway:

@@ -1,4 +1,4 @@
-"""The gateway's end of a shard's data channel (see actors/channel.py).
+"""The gateway's end of a shard's data channel (see actors/shard/data_channel.py).
 
 One connection per shard actor, opened on the first call: the address and token
 come from the actor's Ray method ``channel_address``, so Ray still says where a
@@ -17,13 +17,13 @@ from __future__ import annotations
 import asyncio
 import socket
 
-from loyalty.actors.channel import (
+from loyalty.actors.shard.data_channel import (
     REQUEST_HEADER,
     RESPONSE_HEADER,
     STATUS_JOURNAL_UNAVAILABLE,
     STATUS_OK,
 )
-from loyalty.actors.journal import JournalUnavailable
+from loyalty.actors.shard.journal import JournalUnavailable
 
 CHANNEL_ATTEMPTS = 4
 """Sends of one batch before a lost connection is reported (1 + Ray's 3 retries)."""

@@ -19,7 +19,7 @@ from google.protobuf import field_mask_pb2, timestamp_pb2
 
 from loyalty.actors.ledger.rules import Rule
 from loyalty.server.errors import FieldViolation
-from loyalty.server.rules_store import RuleView
+from loyalty.server.stores.rules import RuleView
 from loyalty.v1 import admin_pb2 as pb
 
 __all__ = [

@@ -25,7 +25,7 @@ import os
 import sys
 import time
 
-from loyalty.server.admin_connection import (
+from loyalty.server.cli.connection import (
     add_connection_flags,
     add_request_id_flag,
     call,
@@ -33,7 +33,7 @@ from loyalty.server.admin_connection import (
     open_channel,
     request_id,
 )
-from loyalty.server.security_config import ROLES, check_key_name, check_scope
+from loyalty.server.security.config import ROLES, check_key_name, check_scope
 
 _ROLE_FLAG_HELP = "pos, ecommerce, analytics or admin"
 
@@ -111,7 +111,7 @@ def run(options: argparse.Namespace) -> int:
 
 
 def _generate(name: str) -> int:
-    from loyalty.server.keys import hash_secret, new_secret
+    from loyalty.server.stores.keys import hash_secret, new_secret
 
     secret = new_secret()
     print(secret)
@@ -140,7 +140,7 @@ def _print_key(key: dict, as_json: bool) -> None:
 
 
 def _key_from_message(message) -> dict:
-    from loyalty.server.key_admin import ROLE_NAMES
+    from loyalty.server.admin.keys import ROLE_NAMES
 
     return {
         "key_id": message.key_id,
@@ -164,7 +164,7 @@ def _key_from_record(record) -> dict:
 def _remote(options: argparse.Namespace) -> int:
     import grpc
 
-    from loyalty.server.key_admin import ROLE_VALUES
+    from loyalty.server.admin.keys import ROLE_VALUES
     from loyalty.v1 import admin_pb2 as apb
     from loyalty.v1 import admin_pb2_grpc
 
@@ -273,9 +273,9 @@ def _print_event(event, time_text: str, as_json: bool) -> None:
 async def _direct(options: argparse.Namespace) -> int:
     import redis.asyncio as aioredis
 
-    from loyalty.server.audit import AuditLog
-    from loyalty.server.auth import Caller, acting_as
-    from loyalty.server.keys import KeyNotFound, KeyRecords, KeyRevoked
+    from loyalty.server.stores.audit import AuditLog
+    from loyalty.server.security.guard import Caller, acting_as
+    from loyalty.server.stores.keys import KeyNotFound, KeyRecords, KeyRevoked
 
     client = aioredis.Redis.from_url(options.redis_url, socket_timeout=10.0, socket_connect_timeout=10.0)
     records = KeyRecords(client, key_prefix=options.key_prefix)

@@ -20,7 +20,7 @@ replays every shard journal in a fresh process, and the :class:`ChaosReport` say
 what was lost, applied twice, or otherwise wrong. The negative control (the shard's
 test-only ``unsafe_acknowledge_before_journal`` switch) shows the checker sees loss.
 
-``python -m loyalty.server.chaos replay --redis-url URL --key-prefix P --shards N``
+``python -m loyalty.server.chaos.run replay --redis-url URL --key-prefix P --shards N``
 prints every member's balance rebuilt from the journals alone, as JSON.
 """
 
@@ -48,7 +48,7 @@ import msgspec
 import redis
 from grpc_status import rpc_status
 
-from loyalty.actors.journal import FencedError, ShardJournal
+from loyalty.actors.shard.journal import FencedError, ShardJournal
 from loyalty.actors.ledger import codec
 from loyalty.actors.ledger import commands as c
 from loyalty.actors.ledger.core import ShardCore
@@ -56,7 +56,7 @@ from loyalty.actors.ledger.ledger import balance_of
 from loyalty.actors.ledger.program import CompiledProgram, Program
 from loyalty.actors.ledger.status import Status
 from loyalty.actors.routing import shard_of
-from loyalty.actors.shard import ShardSettings, make_shard_actor
+from loyalty.actors.shard.actor import ShardSettings, make_shard_actor
 from loyalty.v1 import loyalty_pb2 as pb
 from loyalty.v1 import loyalty_pb2_grpc
 
@@ -285,9 +285,9 @@ class Gateway:
 
     def start(self) -> Gateway:
         """Start the shards (each recovers from Redis) and then the gRPC server."""
-        from loyalty.server.app import LoyaltyServer, ServerConfig
-        from loyalty.server.background import BackgroundGateway
-        from loyalty.server.shards import start_shard_actors
+        from loyalty.server.runtime.app import LoyaltyServer, ServerConfig
+        from loyalty.server.runtime.background import BackgroundGateway
+        from loyalty.server.gateway.router import start_shard_actors
 
         config = ServerConfig(
             host="127.0.0.1", port=0, shards=self._shards, redis_url=self._redis_url,
@@ -1129,7 +1129,7 @@ def replay_in_fresh_process(redis_url: str, key_prefix: str, shard_count: int) -
     """:func:`replay_balances` in a new Python process, so nothing in this one (a
     cached state, an imported module's globals) can leak into the answer."""
     completed = subprocess.run(
-        [sys.executable, "-m", "loyalty.server.chaos", "replay", "--redis-url", redis_url,
+        [sys.executable, "-m", "loyalty.server.chaos.run", "replay", "--redis-url", redis_url,
          "--key-prefix", key_prefix, "--shards", str(shard_count)],
         capture_output=True, text=True, timeout=RECOVERY_DEADLINE_S, check=False,
     )
@@ -1149,8 +1149,8 @@ def run_standalone(settings: ChaosSettings) -> ChaosReport:
 
     import ray
 
-    from loyalty.server.app import use_loopback_for_local_ray
-    from loyalty.server.embedded_redis import EmbeddedRedis
+    from loyalty.server.runtime.app import use_loopback_for_local_ray
+    from loyalty.server.runtime.embedded_redis import EmbeddedRedis
 
     with tempfile.TemporaryDirectory(prefix="loyalty-chaos-") as scratch:
         server = EmbeddedRedis(pathlib.Path(scratch), appendfsync="always", supervised=True)
@@ -1167,7 +1167,7 @@ def run_standalone(settings: ChaosSettings) -> ChaosReport:
 
 
 def _main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m loyalty.server.chaos")
+    parser = argparse.ArgumentParser(prog="python -m loyalty.server.chaos.run")
     commands = parser.add_subparsers(dest="command", required=True)
     replay = commands.add_parser("replay", help="print every member's balance rebuilt from the journals")
     replay.add_argument("--redis-url", required=True)

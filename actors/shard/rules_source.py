@@ -1,7 +1,7 @@
 """The shard's side of the rules store: rule-set blobs and campaign budget chunks.
 
 The store itself (key layout, versions, how budgets are accounted) is written by
-the gateways and described in server/rules_store.py; this module holds what a shard
+the gateways and described in server/stores/rules.py; this module holds what a shard
 needs to read it, and the key names both sides use, so the shard actor depends on
 nothing in the gateway.
 """
@@ -13,7 +13,7 @@ import logging
 
 import redis
 
-from loyalty.actors.journal import JournalUnavailable
+from loyalty.actors.shard.journal import JournalUnavailable
 from loyalty.actors.outage import OutageLog
 from loyalty.actors.ledger.rules import RuleSet, decode_rule_set
 

@@ -10,7 +10,7 @@ from loyalty.actors.ledger.outcomes import BalanceView, Outcome
 from loyalty.actors.ledger.status import Status
 from loyalty.server import errors
 from loyalty.server.errors import GatewayError
-from loyalty.server.requests import encode_page_token
+from loyalty.server.gateway.requests import encode_page_token
 from loyalty.v1 import loyalty_pb2 as pb
 
 

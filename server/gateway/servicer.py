@@ -10,10 +10,12 @@ from loyalty.actors.ledger.commands import Command
 from loyalty.actors.ledger.outcomes import Outcome
 from loyalty.actors.ledger.program import DEFAULT_PROGRAM, CompiledProgram
 from loyalty.actors.ledger.status import Status
-from loyalty.server import errors, requests, responses
+from loyalty.server import errors
+from loyalty.server.gateway import requests
+from loyalty.server.gateway import responses
 from loyalty.server.errors import FieldViolation, GatewayError
 from loyalty.server.limits import BATCH_OPERATIONS_MAX
-from loyalty.server.shards import ShardRouter
+from loyalty.server.gateway.router import ShardRouter
 from loyalty.v1 import loyalty_pb2 as pb
 from loyalty.v1 import loyalty_pb2_grpc as pb_grpc
 

@@ -24,7 +24,7 @@ import pathlib
 import sys
 
 from loyalty.actors.ledger.program import ProgramError, load_program
-from loyalty.server.admin_connection import (
+from loyalty.server.cli.connection import (
     add_connection_flags,
     add_request_id_flag,
     call,
@@ -144,7 +144,7 @@ def _remote(options: argparse.Namespace, rules) -> int:
 
 
 def _apply(stub, apb, metadata, rules, options) -> int:
-    from loyalty.server.rule_convert import rule_to_proto
+    from loyalty.server.admin.rules_proto import rule_to_proto
 
     before = call(stub.ListRules, apb.ListRulesRequest(page_size=1), metadata=metadata, timeout=CALL_TIMEOUT_S).version
     response = call(

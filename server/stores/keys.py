@@ -1,6 +1,6 @@
 """API keys in Redis: records with the SHA-256 of each secret, never the secret
 (except, for ADMIN_REQUEST_RETENTION_S, in the replay record of a CreateApiKey or
-RotateApiKey sent with a request_id: see server/admin_requests.py).
+RotateApiKey sent with a request_id: see server/stores/admin_requests.py).
 
 Layout (one hash tag, so it works on Redis Cluster too)::
 
@@ -32,9 +32,9 @@ import msgspec
 import redis.asyncio as aioredis
 
 from loyalty.actors.outage import OutageLog
-from loyalty.server.admin_requests import ADMIN_REQUEST_RETENTION_S
+from loyalty.server.stores.admin_requests import ADMIN_REQUEST_RETENTION_S
 from loyalty.server.limits import API_KEYS_MAX, KEY_MIRROR_REFRESH_S
-from loyalty.server.security_config import ApiKeySeed
+from loyalty.server.security.config import ApiKeySeed
 
 log = logging.getLogger(__name__)
 
@@ -108,7 +108,7 @@ class AlreadyRecorded(Exception):
 
 Recorder = Callable[[ApiKeyRecord | None, ApiKeyRecord, str], tuple[str, bytes]]
 """(before, after, secret) -> (Redis key, bytes) of the request record to write
-with the change, atomically (see server/admin_requests.py)."""
+with the change, atomically (see server/stores/admin_requests.py)."""
 
 
 def hash_secret(secret: str) -> str:

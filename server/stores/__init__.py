@@ -1,0 +1,6 @@
+"""The control plane's records in Redis: API keys, the audit log, the live rule set
+and campaign budgets, and the stored outcome of each admin ``request_id``.
+
+Plain async classes over redis-py, no gRPC. May import: ``loyalty.actors`` (the rule
+model, the shard's view of the rules keys, the outage log), ``loyalty.server.limits``.
+"""
