@@ -16,6 +16,7 @@ from loyalty.clients.config import ClientConfig, TlsConfig
 from loyalty.clients.errors import (
     ApiKeyNotFound,
     CaptureExceedsReservation,
+    ControlStoreUnavailable,
     CurrencyNotSupported,
     EtagMismatch,
     DeadlineExceeded,
@@ -93,6 +94,7 @@ __all__ = [
     "CaptureItem",
     "CaptureResult",
     "ClientConfig",
+    "ControlStoreUnavailable",
     "CurrencyNotSupported",
     "DeadlineExceeded",
     "EarnItem",

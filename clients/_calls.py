@@ -18,9 +18,10 @@ from loyalty.clients.errors import error_from_status
 from loyalty.clients.ids import new_request_id
 from loyalty.v1 import loyalty_pb2 as pb
 
-# Items in one Batch RPC: the server refuses more (server/limits.py,
-# BATCH_OPERATIONS_MAX), because a larger call would exceed the message size limit
-# and hold up every other caller of the shards it touches.
+# Items in one Batch RPC: the server refuses more (its BATCH_ITEMS_MAX, in
+# server/limits.py, which the SDK must not import; tests/test_sdk_shared.py checks the
+# two agree), because a larger call would exceed the message size limit and hold up
+# every other caller of the shards it touches.
 BATCH_ITEMS_MAX = 10_000
 
 _EPOCH = datetime.datetime(1970, 1, 1, tzinfo=datetime.UTC)

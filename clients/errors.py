@@ -27,6 +27,7 @@ reason (or, for failures that carry none, by the gRPC status code)::
     │   ├── Overloaded                RESOURCE_EXHAUSTED   OVERLOADED                   (not applied)
     │   │   └── RateLimited           RESOURCE_EXHAUSTED   RATE_LIMITED                 (not applied; .retry_after_s)
     │   ├── Unavailable               UNAVAILABLE          SHARD_UNAVAILABLE            (outcome unknown)
+    │   │   └── ControlStoreUnavailable UNAVAILABLE        CONTROL_STORE_UNAVAILABLE    (outcome unknown; admin calls)
     │   └── DeadlineExceeded          DEADLINE_EXCEEDED                                 (outcome unknown)
     └── UnexpectedError               anything else (INTERNAL, UNKNOWN, ...)            retry: no
 
@@ -212,6 +213,12 @@ class Unavailable(TransientError):
     ``client.resolve``."""
 
 
+class ControlStoreUnavailable(Unavailable):
+    """UNAVAILABLE: the server's control store (API keys, rules, the audit log in
+    Redis) did not answer an admin call; no shard is involved. A change may or may not
+    have been made. Retry: safe with the same request_id."""
+
+
 class DeadlineExceeded(TransientError):
     """DEADLINE_EXCEEDED: no answer in time. A mutation may or may not have been
     applied. Retry: safe with the same request_id; or ask ``client.resolve``."""
@@ -238,6 +245,7 @@ ERRORS_BY_REASON: dict[str, type[LoyaltyError]] = {
     "INVALID_FIELD": InvalidArgument,
     "OVERLOADED": Overloaded,
     "SHARD_UNAVAILABLE": Unavailable,
+    "CONTROL_STORE_UNAVAILABLE": ControlStoreUnavailable,
     "CURRENCY_NOT_SUPPORTED": CurrencyNotSupported,
     "RULE_NOT_FOUND": RuleNotFound,
     "RULE_ALREADY_EXISTS": RuleAlreadyExists,

@@ -30,7 +30,7 @@ from loyalty.actors.ledger.commands import Command
 from loyalty.actors.ledger.outcomes import Outcome
 from loyalty.actors.ledger.rules import Rule, RuleSet, compile_rules
 from loyalty.server.gateway.servicer import LoyaltyService
-from loyalty.server.gateway.router import ShardChunk
+from loyalty.server.gateway.routing import ShardChunk
 from loyalty.v1 import loyalty_pb2_grpc
 
 # The fake's clock starts here unless told otherwise: a fixed instant makes test
@@ -98,7 +98,8 @@ class InMemoryBudgets:
 
 
 class InProcessRouter:
-    """What ``LoyaltyService`` needs from a router, over one in-process ShardCore.
+    """The CommandRouter ``LoyaltyService`` needs (server/gateway/routing.py), over
+    one in-process ShardCore.
 
     Each call applies its commands as one batch, exactly as a shard would, and
     decodes the outcomes the way the gateway does.
@@ -137,7 +138,7 @@ class InProcessRouter:
 
     def submit_chunks(self, commands: list[Command]) -> list[ShardChunk]:
         """Apply commands as one batch: one chunk, its future already holding the
-        outcomes (the router interface the service's Batch uses)."""
+        outcomes."""
         answers = asyncio.get_running_loop().create_future()
         answers.set_result(self.apply(commands))
         return [ShardChunk(list(range(len(commands))), answers)]

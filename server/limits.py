@@ -1,8 +1,10 @@
 """Named limits of the gateway, each with the reason for its value."""
 
 # Items in one Batch RPC. 10,000 earns with a few lines each is about 1-2 MB of
-# protobuf: inside MESSAGE_BYTES_MAX, and one shard call's worth of work.
-BATCH_OPERATIONS_MAX = 10_000
+# protobuf: inside MESSAGE_BYTES_MAX, and one shard call's worth of work. The SDK
+# keeps its own copy (loyalty.clients.BATCH_ITEMS_MAX, which must not import the
+# server); tests/test_sdk_shared.py checks that the two agree.
+BATCH_ITEMS_MAX = 10_000
 
 # Operations one shard call carries. Larger calls amortise the per-call cost (the
 # channel round trip and one journal append with its fsync) further but make the
@@ -14,8 +16,12 @@ SHARD_CALL_OPERATIONS_MAX = 10_000
 # about half a second of work, so a queue this full means the shard is behind.
 SHARD_QUEUE_OPERATIONS_MAX = 50_000
 
-# Requests and responses are small; the largest is a full Batch.
+# Requests and responses are small; the largest is a full Batch. The SDK's channels
+# allow the same (clients/config.py; tests/test_sdk_shared.py checks they agree).
 MESSAGE_BYTES_MAX = 16 * 1024 * 1024
+
+# The last millisecond of the year 9999: request timestamps past it are refused.
+TIMESTAMP_MS_MAX = 253_402_300_799_999
 
 # Seconds a SIGTERM waits for in-flight calls before cancelling them.
 SHUTDOWN_GRACE_S = 10.0

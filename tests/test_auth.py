@@ -16,9 +16,11 @@ import pytest
 
 from loyalty.clients import error_details
 from loyalty.server.cli import main as cli
-from loyalty.server.security.guard import ANONYMOUS, AuthGuard, Caller, acting_as, check_exposure, current_caller
+from loyalty.server.errors import RateLimited
+from loyalty.server.security.caller import ANONYMOUS, Caller, acting_as, current_caller
+from loyalty.server.security.guard import AuthGuard, check_exposure
 from loyalty.server.stores.keys import hash_secret, new_secret
-from loyalty.server.security.rate_limits import KeyRateLimiter, RateLimited, TokenBucket
+from loyalty.server.security.rate_limits import KeyRateLimiter, TokenBucket
 from loyalty.server.security.config import (
     ApiKeySeed,
     Limits,

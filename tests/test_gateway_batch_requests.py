@@ -20,7 +20,7 @@ from loyalty.actors.ledger.limits import (
 )
 from loyalty.server.gateway import requests
 from loyalty.server.errors import FieldViolation
-from loyalty.server.gateway.requests import TIMESTAMP_MS_MAX
+from loyalty.server.limits import TIMESTAMP_MS_MAX
 from loyalty.v1 import loyalty_pb2 as pb
 
 EXAMPLES = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -98,7 +98,7 @@ EVERY_FIELD = {
     ),
     "adjust": lambda o: pb.AdjustResponse(balance=every_field_balance(o.balance)),
 }
-RESULT_FIELDS = {kind: field for kind, (_, _, field) in responses.MUTATION_RESPONSES.items()}
+RESULT_FIELDS = {kind: answer.field for kind, answer in responses.MUTATION_RESPONSES.items()}
 
 
 def every_field_result(answer) -> pb.BatchResult:

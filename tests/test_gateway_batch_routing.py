@@ -17,7 +17,8 @@ from loyalty.server.gateway import requests
 from loyalty.server.gateway.batcher import ShardBatcher
 from loyalty.server.errors import FieldViolation, GatewayError
 from loyalty.server.gateway.servicer import LoyaltyService
-from loyalty.server.gateway.router import ShardChunk, ShardRouter
+from loyalty.server.gateway.router import ShardRouter
+from loyalty.server.gateway.routing import ShardChunk
 from loyalty.v1 import loyalty_pb2 as pb
 
 SHARDS = 3

@@ -286,3 +286,13 @@ def test_async_client_does_the_same(target):
     assert history == ["REDEEM", "CAPTURE", "RESERVE", "EARN", "ENROLL"]
     assert operation.result == earned and missing is None
     assert balance.available == 25 - 5 - 1
+
+
+def test_the_sdk_and_the_server_have_the_same_limits():
+    """The SDK keeps copies of the server's limits (it must not import the server)."""
+    from loyalty.clients import BATCH_ITEMS_MAX
+    from loyalty.clients import config as client_config
+    from loyalty.server import limits as server_limits
+
+    assert BATCH_ITEMS_MAX == server_limits.BATCH_ITEMS_MAX
+    assert client_config.MESSAGE_BYTES_MAX == server_limits.MESSAGE_BYTES_MAX

@@ -29,7 +29,7 @@ PUBLIC_NAMES = {
     "ReturnExceedsPurchase", "OperationNotFound", "InvalidArgument", "Unauthenticated",
     "PermissionDenied", "TransientError", "Overloaded", "Unavailable", "DeadlineExceeded",
     "UnexpectedError", "RateLimited", "CurrencyNotSupported", "RuleNotFound",
-    "RuleAlreadyExists", "EtagMismatch", "ApiKeyNotFound",
+    "RuleAlreadyExists", "EtagMismatch", "ApiKeyNotFound", "ControlStoreUnavailable",
 }  # fmt: skip
 
 CLIENT_METHODS = {
@@ -110,3 +110,18 @@ def test_the_error_tree_is_drawn_in_one_docstring():
         if inspect.isclass(value) and issubclass(value, loyalty.clients.LoyaltyError):
             assert name in tree, name
             assert "retry" in (own_docstring(value) or "").lower(), name
+
+
+def test_a_control_store_outage_is_an_unavailable_that_is_retried():
+    """CONTROL_STORE_UNAVAILABLE (keys, rules or the audit log in Redis) is its own
+    class, but still an Unavailable: existing ``except Unavailable`` keeps working and
+    the client retries it with the same request_id."""
+    import grpc
+
+    from loyalty.clients.errors import error_from_details
+
+    details = loyalty.clients.ErrorDetails(grpc.StatusCode.UNAVAILABLE, "down", reason="CONTROL_STORE_UNAVAILABLE")
+    error = error_from_details(details, request_id="r-1", mutation=True)
+    assert type(error) is loyalty.clients.ControlStoreUnavailable
+    assert isinstance(error, loyalty.clients.Unavailable) and isinstance(error, loyalty.clients.TransientError)
+    assert error.retryable and error.outcome_unknown

@@ -1,6 +1,6 @@
 """admin.proto rules <-> the core's msgspec rules, and update_mask application.
 
-Protobuf lives only in the gateway: requests are turned into ``Rule`` structs here,
+Protobuf stays at the edge (this module and the servicer): requests become ``Rule`` structs here,
 with every type problem reported as a FieldViolation naming the field the way the
 client wrote it ("rule.effect.multiplier", "rules[2].schedule.start_time"). Whether
 the values make sense (decimal strings, time zones, ids, ...) is the core's

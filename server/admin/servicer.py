@@ -1,230 +1,171 @@
-"""The loyalty.v1.AdminService servicer: rules here, keys and audit delegated.
+"""The loyalty.v1.AdminService servicer: the one gRPC part of administration.
 
-Rule changes go through the RulesStore (one new rule-set version per change, made
-atomically in Redis); the gateway that made a change adopts its version at once, so
-the caller's next earn through it sees the new rules; other gateways learn it from
-the store's change feed. Every successful change is recorded in the audit log.
-API keys and the audit log itself are served by auth's KeyAdmin.
-
-Changes sent with a ``request_id`` are safe to retry: the store records the outcome
-in the same transaction as the change, a retry answers it again, and the audit event
-is appended once (see server/stores/admin_requests.py).
+Each RPC reads its request into typed values, calls a use-case (server/admin/rules.py,
+server/admin/keys.py) as the caller the guard established, and maps the answer back
+to protobuf; every server exception becomes its google.rpc.Status through
+``errors.status_of``. Changes sent with a ``request_id`` carry a ``Retry`` (the
+request's fingerprint and, for keys, how to serialize the answer a retry replays).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
+import functools
 import re
 from collections.abc import Sequence
 
 import grpc
-import redis
 import redis.asyncio
 from google.rpc import error_details_pb2
-from grpc_status import rpc_status as grpc_rpc_status
 
 from loyalty.actors.ledger.program import CompiledProgram, Program
 from loyalty.actors.ledger.rules import Rule, Violation
-from loyalty.actors.ledger.status import Status
 from loyalty.server import errors
-from loyalty.server.stores.admin_requests import (
-    RULES_AREA,
-    RequestIdConflict,
-    RequestToRecord,
-    check_request_id,
-    fingerprint,
-    request_key,
-)
-from loyalty.server.errors import FieldViolation
+from loyalty.server.admin.changes import Retry
+from loyalty.server.admin.keys import KeyAdministration
+from loyalty.server.admin.rules import RuleAdministration
 from loyalty.server.admin.rules_proto import apply_update, rule_from_proto, rule_to_proto, rules_from_proto
-from loyalty.server.stores.rules import (
-    ChangeResult,
-    LiveRulesVersion,
-    RuleChangeRefused,
-    RulesStore,
-    follow_versions,
-    page,
-)
+from loyalty.server.errors import FieldViolation, LoyaltyServerError
+from loyalty.server.security.caller import CONFIG_ACTOR, current_caller
+from loyalty.server.stores.admin_requests import AdminRequestRecord, check_request_id, fingerprint
+from loyalty.server.stores.audit import AuditLog
+from loyalty.server.stores.keys import ApiKeyRecord, KeyChange
+from loyalty.server.stores.rules import ChangeResult, LiveRulesVersion, RulesStore, follow_versions
 from loyalty.v1 import admin_pb2 as pb
 from loyalty.v1 import admin_pb2_grpc as pb_grpc
 
-log = logging.getLogger(__name__)
+ROLE_NAMES: dict[int, str] = {
+    pb.ROLE_POS: "pos",
+    pb.ROLE_ECOMMERCE: "ecommerce",
+    pb.ROLE_ANALYTICS: "analytics",
+    pb.ROLE_ADMIN: "admin",
+}
+"""admin.proto Role -> role name."""
+ROLE_VALUES: dict[str, int] = {name: value for value, name in ROLE_NAMES.items()}
+"""Role name -> admin.proto Role."""
 
 _RULE_INDEX = re.compile(r"^rules\[(\d+)\]")
 
 
-async def _abort(context: grpc.aio.ServicerContext, status) -> None:
-    converted = grpc_rpc_status.to_status(status)
-    await context.abort(converted.code, converted.details, converted.trailing_metadata)
+def api_key_message(record: ApiKeyRecord) -> pb.ApiKey:
+    """The public view of a key as admin.proto's ApiKey (never its secret or hash)."""
+    message = pb.ApiKey(
+        key_id=record.key_id,
+        name=record.name,
+        role=ROLE_VALUES.get(record.role, pb.ROLE_UNSPECIFIED),
+        channels=record.channels,
+        store_ids=record.store_ids,
+    )
+    message.create_time.FromMilliseconds(record.create_time_ms)
+    if record.revoke_time_ms:
+        message.revoke_time.FromMilliseconds(record.revoke_time_ms)
+    if record.rotate_time_ms:
+        message.rotate_time.FromMilliseconds(record.rotate_time_ms)
+    return message
 
 
-def _violations(violations: list[Violation]) -> list[FieldViolation]:
-    return [FieldViolation(violation.path, violation.description) for violation in violations]
+def _secret_response(record: ApiKeyRecord, secret: str) -> pb.CreateApiKeyResponse:
+    return pb.CreateApiKeyResponse(key=api_key_message(record), secret=secret)
+
+
+def _serialized_secret_response(record: ApiKeyRecord, secret: str) -> bytes:
+    return _secret_response(record, secret).SerializeToString()
+
+
+def _serialized_key(record: ApiKeyRecord, _secret: str) -> bytes:
+    return api_key_message(record).SerializeToString()
+
+
+def _retry(method: str, request, *, answer=None) -> Retry | None:
+    """The Retry of a change sent with a request_id (None without one);
+    FieldViolation for a malformed request_id."""
+    problem = check_request_id(request.request_id)
+    if problem is not None:
+        raise FieldViolation("request_id", problem)
+    if not request.request_id:
+        return None
+    return Retry(
+        request_id=request.request_id,
+        fingerprint=fingerprint(method, current_caller().key_id, request),
+        answer=answer,
+    )
+
+
+def _answered(method):
+    """Every server exception the RPC raises, answered with its status."""
+
+    @functools.wraps(method)
+    async def answering(self, request, context):
+        try:
+            return await method(self, request, context)
+        except LoyaltyServerError as error:
+            await errors.abort(context, errors.status_of(error))
+
+    return answering
+
+
+def _secret_answer(outcome: KeyChange | AdminRequestRecord) -> pb.CreateApiKeyResponse:
+    if isinstance(outcome, AdminRequestRecord):
+        return pb.CreateApiKeyResponse.FromString(outcome.response)
+    return _secret_response(outcome.after, outcome.secret)
 
 
 class AdminServicer(pb_grpc.AdminServiceServicer):
-    """Every AdminService RPC. Rule RPCs read and change the RulesStore; key and audit
-    RPCs are KeyAdmin's."""
+    """Every AdminService RPC over the rule and key use-cases."""
 
-    def __init__(self, store: RulesStore, *, live: LiveRulesVersion, keys=None, audit=None) -> None:
-        """``live`` is this gateway's rules version (advanced by its own changes);
-        ``keys`` a KeyAdmin; ``audit`` anything with
-        ``async record(*, action, target, before, after)``."""
-        self._store = store
-        self._live = live
+    def __init__(self, rules: RuleAdministration, *, keys: KeyAdministration | None = None) -> None:
+        """``keys`` None: a server without API keys answers their RPCs UNIMPLEMENTED."""
+        self._rules = rules
         self._keys = keys
-        self._audit = audit
-
-    # ------------------------------------------------------------------ plumbing
-
-    async def _run(self, context, change):
-        """Await a store call, turning refusals and Redis failures into errors."""
-        try:
-            return await change
-        except FieldViolation as violation:
-            await _abort(context, errors.invalid_argument(violation))
-        except RequestIdConflict as conflict:
-            await _abort(context, errors.rpc_status(Status.REQUEST_ID_CONFLICT, str(conflict)))
-        except RuleChangeRefused as refused:
-            await _abort(
-                context,
-                errors.rpc_status(refused.status, refused.message, violations=_violations(refused.violations)),
-            )
-        except redis.exceptions.RedisError as error:
-            await _abort(
-                context,
-                errors.rpc_status(Status.SHARD_UNAVAILABLE, f"rules store unavailable: {type(error).__name__}"),
-            )
-
-    async def _request(self, context, method: str, target: str, request) -> RequestToRecord | None:
-        """How to record this change under its request_id (None without one, or for
-        validate_only); INVALID_ARGUMENT for a malformed request_id."""
-        problem = check_request_id(request.request_id)
-        if problem is not None:
-            await _abort(context, errors.invalid_argument(FieldViolation("request_id", problem)))
-        if not request.request_id or request.validate_only:
-            return None
-        from loyalty.server.security.guard import current_caller
-
-        caller = current_caller()
-        audit = self._audit
-
-        def audit_fields(before, after) -> dict[str, str]:
-            if audit is None or not hasattr(audit, "event_fields"):
-                return {}
-            return audit.event_fields(action=method, target=target, before=before, after=after, actor=caller)
-
-        return RequestToRecord(
-            key=request_key(self._store.key_prefix, RULES_AREA, request.request_id),
-            method=method,
-            fingerprint=fingerprint(method, caller.key_id, request),
-            audit_fields=audit_fields,
-        )
-
-    async def _committed(self, action: str, target: str, result: ChangeResult, context=None, request_id: str = "") -> None:
-        """After a change (or the replay of one): adopt its version here, and audit
-        it. A change made under a request_id has its audit event stored with it: it is
-        appended once, and if that fails the call answers UNAVAILABLE so the client
-        retries with the same request_id (which replays the change and appends the
-        event then). Without a request_id a failed audit write is only logged."""
-        if not result.changed:
-            return
-        self._live.advance(result.version)
-        if self._audit is None:
-            return
-        if result.audit:
-            try:
-                await self._audit.record_once(RULES_AREA, request_id, result.audit)
-            except Exception as error:
-                log.exception("audit: could not record %s of %s (version %d, request_id %s)",
-                              action, target, result.version, request_id)
-                message = (
-                    f"the change was applied (rules version {result.version}) but its audit event could not be "
-                    f"written ({type(error).__name__}); retry with the same request_id"
-                )
-                await _abort(context, errors.rpc_status(Status.SHARD_UNAVAILABLE, message))
-            return
-        try:
-            await self._audit.record(action=action, target=target, before=result.before, after=result.after)
-        except Exception:  # the change is committed; a lost audit entry must be visible
-            log.exception("audit: could not record %s of %s (version %d)", action, target, result.version)
-
-    async def _convert(self, context, convert, *args):
-        """``convert(*args)``, or INVALID_ARGUMENT naming the bad field."""
-        try:
-            return convert(*args)
-        except FieldViolation as violation:
-            await _abort(context, errors.invalid_argument(violation))
 
     # ------------------------------------------------------------------ rules
 
+    @_answered
     async def CreateRule(self, request: pb.CreateRuleRequest, context) -> pb.Rule:
-        rule = await self._convert(context, rule_from_proto, request.rule)
-        target = f"rule/{rule.rule_id}"
-        recorded = await self._request(context, "CreateRule", target, request)
-        result = await self._run(
-            context, self._store.create(rule, validate_only=request.validate_only, request=recorded)
+        rule = rule_from_proto(request.rule)
+        result = await self._rules.create(
+            rule,
+            actor=current_caller(),
+            validate_only=request.validate_only,
+            retry=_retry("CreateRule", request),
         )
-        if not request.validate_only:
-            await self._committed("CreateRule", target, result, context, request.request_id)
         return rule_to_proto(result.view.rule, result.view)
 
+    @_answered
     async def UpdateRule(self, request: pb.UpdateRuleRequest, context) -> pb.Rule:
-        rule_id, etag = request.rule.rule_id, request.rule.etag
-        if not rule_id:
-            await _abort(context, errors.invalid_argument(FieldViolation("rule.rule_id", "is required")))
-        if not etag:
-            await _abort(
-                context,
-                errors.invalid_argument(FieldViolation("rule.etag", "is required: send the etag of the rule you read")),
-            )
-
-        def build(current):
+        def build(current: Rule) -> Rule:
             return apply_update(current, request.rule, request.update_mask)
 
-        target = f"rule/{rule_id}"
-        recorded = await self._request(context, "UpdateRule", target, request)
-        result = await self._run(
-            context,
-            self._store.update(rule_id, build, etag=etag, validate_only=request.validate_only, request=recorded),
+        result = await self._rules.update(
+            request.rule.rule_id,
+            build,
+            etag=request.rule.etag,
+            actor=current_caller(),
+            validate_only=request.validate_only,
+            retry=_retry("UpdateRule", request),
         )
-        if not request.validate_only:
-            await self._committed("UpdateRule", target, result, context, request.request_id)
         return rule_to_proto(result.view.rule, result.view)
 
+    @_answered
     async def DeleteRule(self, request: pb.DeleteRuleRequest, context) -> pb.DeleteRuleResponse:
-        if not request.rule_id:
-            await _abort(context, errors.invalid_argument(FieldViolation("rule_id", "is required")))
-        target = f"rule/{request.rule_id}"
-        recorded = await self._request(context, "DeleteRule", target, request)
-        result = await self._run(
-            context,
-            self._store.delete(
-                request.rule_id, etag=request.etag, validate_only=request.validate_only, request=recorded
-            ),
+        result = await self._rules.delete(
+            request.rule_id,
+            etag=request.etag,
+            actor=current_caller(),
+            validate_only=request.validate_only,
+            retry=_retry("DeleteRule", request),
         )
-        if not request.validate_only:
-            await self._committed("DeleteRule", target, result, context, request.request_id)
         return pb.DeleteRuleResponse(version=result.version)
 
+    @_answered
     async def GetRule(self, request: pb.GetRuleRequest, context) -> pb.Rule:
-        if not request.rule_id:
-            await _abort(context, errors.invalid_argument(FieldViolation("rule_id", "is required")))
-        view = await self._run(context, self._store.get(request.rule_id))
-        if view is None:
-            await _abort(context, errors.rpc_status(Status.RULE_NOT_FOUND, f"rule {request.rule_id!r} not found"))
+        view = await self._rules.get(request.rule_id)
         return rule_to_proto(view.rule, view)
 
+    @_answered
     async def ListRules(self, request: pb.ListRulesRequest, context) -> pb.ListRulesResponse:
-        if request.page_size < 0:
-            await _abort(context, errors.invalid_argument(FieldViolation("page_size", "must not be negative")))
-        snapshot = await self._run(context, self._store.snapshot())
-        try:
-            shown, token = page(snapshot, page_size=request.page_size, page_token=request.page_token)
-        except ValueError as error:
-            await _abort(context, errors.invalid_argument(FieldViolation("page_token", str(error))))
+        snapshot, shown, token = await self._rules.rules(page_size=request.page_size, page_token=request.page_token)
         return pb.ListRulesResponse(
             rules=[rule_to_proto(view.rule, view) for view in shown],
             version=snapshot.version,
@@ -240,7 +181,7 @@ class AdminServicer(pb_grpc.AdminServiceServicer):
                 positions.append(index)
             except FieldViolation as violation:
                 problems.append(Violation(violation.field, violation.description))
-        for violation in self._store.validate(converted):
+        for violation in self._rules.validate(converted):
             # Paths index the converted rules; name the rule as the request did.
             path = _RULE_INDEX.sub(lambda match: f"rules[{positions[int(match[1])]}]", violation.path)
             problems.append(Violation(path, violation.description))
@@ -252,45 +193,91 @@ class AdminServicer(pb_grpc.AdminServiceServicer):
             ],
         )
 
+    @_answered
     async def ReplaceRules(self, request: pb.ReplaceRulesRequest, context) -> pb.ListRulesResponse:
-        rules = await self._convert(context, rules_from_proto, request.rules)
-        recorded = await self._request(context, "ReplaceRules", "rules", request)
-        result = await self._run(
-            context,
-            self._store.replace(
-                rules,
-                expected_version=request.expected_version,
-                validate_only=request.validate_only,
-                request=recorded,
-            ),
+        rules = rules_from_proto(request.rules)
+        result = await self._rules.replace(
+            rules,
+            expected_version=request.expected_version,
+            actor=current_caller(),
+            validate_only=request.validate_only,
+            retry=_retry("ReplaceRules", request),
         )
-        if not request.validate_only:
-            await self._committed("ReplaceRules", "rules", result, context, request.request_id)
         return pb.ListRulesResponse(
             rules=[rule_to_proto(view.rule, view) for view in result.views], version=result.version
         )
 
     # ------------------------------------------------------------------ keys and audit
 
-    async def _keys_call(self, name: str, request, context):
+    async def _key_administration(self, context) -> KeyAdministration:
         if self._keys is None:
             await context.abort(grpc.StatusCode.UNIMPLEMENTED, "API keys are not enabled on this server")
-        return await getattr(self._keys, name)(request, context)
+        return self._keys
 
-    async def CreateApiKey(self, request, context):
-        return await self._keys_call("CreateApiKey", request, context)
+    @_answered
+    async def CreateApiKey(self, request: pb.CreateApiKeyRequest, context) -> pb.CreateApiKeyResponse:
+        """A new key; its secret is in this response and nowhere else."""
+        keys = await self._key_administration(context)
+        role = ROLE_NAMES.get(request.role, "")
+        outcome = await keys.create(
+            name=request.name,
+            role=role,
+            channels=list(request.channels),
+            store_ids=list(request.store_ids),
+            actor=current_caller(),
+            retry=_retry("CreateApiKey", request, answer=_serialized_secret_response),
+        )
+        return _secret_answer(outcome)
 
-    async def ListApiKeys(self, request, context):
-        return await self._keys_call("ListApiKeys", request, context)
+    @_answered
+    async def ListApiKeys(self, request: pb.ListApiKeysRequest, context) -> pb.ListApiKeysResponse:
+        """Keys by id (revoked ones only when asked), never their secrets."""
+        keys = await self._key_administration(context)
+        records, token = await keys.keys(
+            page_size=request.page_size, page_token=request.page_token, include_revoked=request.include_revoked
+        )
+        return pb.ListApiKeysResponse(keys=[api_key_message(record) for record in records], next_page_token=token)
 
-    async def RotateApiKey(self, request, context):
-        return await self._keys_call("RotateApiKey", request, context)
+    @_answered
+    async def RotateApiKey(self, request: pb.RotateApiKeyRequest, context) -> pb.CreateApiKeyResponse:
+        """A new secret; the old one stops working on every gateway at once."""
+        keys = await self._key_administration(context)
+        outcome = await keys.rotate(
+            request.key_id,
+            actor=current_caller(),
+            retry=_retry("RotateApiKey", request, answer=_serialized_secret_response),
+        )
+        return _secret_answer(outcome)
 
-    async def RevokeApiKey(self, request, context):
-        return await self._keys_call("RevokeApiKey", request, context)
+    @_answered
+    async def RevokeApiKey(self, request: pb.RevokeApiKeyRequest, context) -> pb.ApiKey:
+        """Revoke; the key stops working on every gateway at once."""
+        keys = await self._key_administration(context)
+        outcome = await keys.revoke(
+            request.key_id, actor=current_caller(), retry=_retry("RevokeApiKey", request, answer=_serialized_key)
+        )
+        if isinstance(outcome, AdminRequestRecord):
+            return pb.ApiKey.FromString(outcome.response)
+        return api_key_message(outcome.after)
 
-    async def ListAuditEvents(self, request, context):
-        return await self._keys_call("ListAuditEvents", request, context)
+    @_answered
+    async def ListAuditEvents(self, request: pb.ListAuditEventsRequest, context) -> pb.ListAuditEventsResponse:
+        """Admin actions, newest first."""
+        keys = await self._key_administration(context)
+        events, token = await keys.audit_events(page_size=request.page_size, page_token=request.page_token)
+        response = pb.ListAuditEventsResponse(next_page_token=token)
+        for event in events:
+            message = response.events.add(
+                event_id=event.event_id,
+                actor_key_id=event.actor_key_id,
+                actor_name=event.actor_name,
+                action=event.action,
+                target=event.target,
+                before_json=event.before_json,
+                after_json=event.after_json,
+            )
+            message.time.FromMilliseconds(event.time_ms)
+        return response
 
 
 class GatewayRules:
@@ -314,19 +301,21 @@ class GatewayRules:
             follow_versions(self._client, self.live, key_prefix=self._key_prefix), name="rules-version-follower"
         )
 
-    async def apply_config(self, rules: Sequence[Rule], *, audit=None) -> ChangeResult:
+    def administration(self, *, audit: AuditLog | None = None) -> RuleAdministration:
+        """The rule use-cases of this gateway (audited in ``audit`` when given)."""
+        return RuleAdministration(self.store, live=self.live, audit=audit)
+
+    async def apply_config(self, rules: Sequence[Rule], *, audit: AuditLog | None = None) -> ChangeResult:
         """Make the rules of a config file the live set (a new version only if they
-        differ from it), audited as a ReplaceRules of the current caller (run it as
-        the config actor). Raises RuleChangeRefused."""
-        result = await self.store.replace(rules)
+        differ from it), audited as a ReplaceRules of CONFIG_ACTOR. Raises
+        RuleChangeRefused."""
+        result = await self.administration(audit=audit).replace(rules, actor=CONFIG_ACTOR)
         self.live.advance(result.version)
-        if result.changed and audit is not None:
-            await audit.record(action="ReplaceRules", target="rules", before=result.before, after=result.after)
         return result
 
-    def servicer(self, *, keys=None, audit=None) -> AdminServicer:
+    def servicer(self, *, keys: KeyAdministration | None = None, audit: AuditLog | None = None) -> AdminServicer:
         """The AdminService servicer of this gateway."""
-        return AdminServicer(self.store, live=self.live, keys=keys, audit=audit)
+        return AdminServicer(self.administration(audit=audit), keys=keys)
 
     async def stop(self) -> None:
         """Stop following changes and disconnect."""

@@ -33,9 +33,13 @@ from loyalty.server.cli.connection import (
     open_channel,
     request_id,
 )
+from loyalty.server.errors import FieldViolation
 from loyalty.server.security.config import ROLES, check_key_name, check_scope
 
 _ROLE_FLAG_HELP = "pos, ecommerce, analytics or admin"
+
+# Keys per page when listing them (the most a ListApiKeys page holds).
+_PAGE_SIZE = 500
 
 
 def add_parser(subcommands) -> None:
@@ -96,7 +100,7 @@ def run(options: argparse.Namespace) -> int:
             check_key_name("--name", options.name)
             check_scope("--channel", options.channel)
             check_scope("--store", options.store)
-        except ValueError as error:
+        except FieldViolation as error:
             print(f"loyalty keys: {error}", file=sys.stderr)
             return 2
     if options.keys_command == "audit" and not 1 <= options.limit <= 10_000:
@@ -140,7 +144,7 @@ def _print_key(key: dict, as_json: bool) -> None:
 
 
 def _key_from_message(message) -> dict:
-    from loyalty.server.admin.keys import ROLE_NAMES
+    from loyalty.server.admin.servicer import ROLE_NAMES
 
     return {
         "key_id": message.key_id,
@@ -164,7 +168,7 @@ def _key_from_record(record) -> dict:
 def _remote(options: argparse.Namespace) -> int:
     import grpc
 
-    from loyalty.server.admin.keys import ROLE_VALUES
+    from loyalty.server.admin.servicer import ROLE_VALUES
     from loyalty.v1 import admin_pb2 as apb
     from loyalty.v1 import admin_pb2_grpc
 
@@ -209,7 +213,7 @@ def _remote(options: argparse.Namespace) -> int:
                 page = call(
                     stub.ListApiKeys,
                     apb.ListApiKeysRequest(
-                        page_size=500, page_token=token, include_revoked=options.include_revoked
+                        page_size=_PAGE_SIZE, page_token=token, include_revoked=options.include_revoked
                     ),
                     metadata=metadata,
                     timeout=30,
@@ -224,7 +228,7 @@ def _remote(options: argparse.Namespace) -> int:
             while shown < options.limit:
                 page = call(
                     stub.ListAuditEvents,
-                    apb.ListAuditEventsRequest(page_size=min(500, options.limit - shown), page_token=token),
+                    apb.ListAuditEventsRequest(page_size=min(_PAGE_SIZE, options.limit - shown), page_token=token),
                     metadata=metadata,
                     timeout=30,
                 )
@@ -273,68 +277,59 @@ def _print_event(event, time_text: str, as_json: bool) -> None:
 async def _direct(options: argparse.Namespace) -> int:
     import redis.asyncio as aioredis
 
+    from loyalty.server.admin.keys import KeyAdministration
+    from loyalty.server.errors import KeyRevoked, LoyaltyServerError
+    from loyalty.server.security.caller import Caller
     from loyalty.server.stores.audit import AuditLog
-    from loyalty.server.security.guard import Caller, acting_as
-    from loyalty.server.stores.keys import KeyNotFound, KeyRecords, KeyRevoked
+    from loyalty.server.stores.keys import KeyRecords
 
     client = aioredis.Redis.from_url(options.redis_url, socket_timeout=10.0, socket_connect_timeout=10.0)
-    records = KeyRecords(client, key_prefix=options.key_prefix)
-    audit = AuditLog(client, key_prefix=options.key_prefix)
-    now_ms = time.time_ns() // 1_000_000
+    keys = KeyAdministration(
+        KeyRecords(client, key_prefix=options.key_prefix), AuditLog(client, key_prefix=options.key_prefix)
+    )
     command = options.keys_command
     # Changes made here bypass every server: the audit log names the command line.
     actor = Caller(key_id="cli", name=f"loyalty keys ({os.environ.get('USER', 'unknown')})", role="admin")
     try:
-        with acting_as(actor):
-            if command == "create":
-                record, secret = await records.create(
-                    name=options.name,
-                    role=options.role,
-                    channels=tuple(options.channel),
-                    store_ids=tuple(options.store),
-                    now_ms=now_ms,
+        if command == "create":
+            change = await keys.create(
+                name=options.name, role=options.role, channels=options.channel, store_ids=options.store, actor=actor
+            )
+            _print_secret(_key_from_record(change.after), change.secret, options.json)
+        elif command == "rotate":
+            change = await keys.rotate(options.key_id, actor=actor)
+            _print_secret(_key_from_record(change.after), change.secret, options.json)
+        elif command == "revoke":
+            change = await keys.revoke(options.key_id, actor=actor)
+            _print_key(_key_from_record(change.after), options.json)
+        elif command == "list":
+            token = ""
+            while True:
+                records, token = await keys.keys(
+                    page_size=_PAGE_SIZE, page_token=token, include_revoked=options.include_revoked
                 )
-                await audit.record(
-                    action="CreateApiKey", target=f"key/{record.key_id}", before=None, after=record.public()
+                for record in records:
+                    _print_key(_key_from_record(record), options.json)
+                if not token:
+                    break
+        elif command == "audit":
+            shown, token = 0, ""
+            while shown < options.limit:
+                events, token = await keys.audit_events(
+                    page_size=min(_PAGE_SIZE, options.limit - shown), page_token=token
                 )
-                _print_secret(_key_from_record(record), secret, options.json)
-            elif command == "rotate":
-                before, after, secret = await records.rotate(options.key_id, now_ms=now_ms)
-                await audit.record(
-                    action="RotateApiKey",
-                    target=f"key/{after.key_id}",
-                    before=before.public(),
-                    after=after.public(),
-                )
-                _print_secret(_key_from_record(after), secret, options.json)
-            elif command == "revoke":
-                before, after = await records.revoke(options.key_id, now_ms=now_ms)
-                if before != after:
-                    await audit.record(
-                        action="RevokeApiKey",
-                        target=f"key/{after.key_id}",
-                        before=before.public(),
-                        after=after.public(),
-                    )
-                _print_key(_key_from_record(after), options.json)
-            elif command == "list":
-                for record in await records.all():
-                    if options.include_revoked or not record.revoked:
-                        _print_key(_key_from_record(record), options.json)
-            elif command == "audit":
-                events, _ = await audit.events(limit=options.limit)
                 for event in events:
                     _print_event(
                         event, time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(event.time_ms / 1000)), options.json
                     )
-    except KeyNotFound:
-        print(f"loyalty keys: no API key {options.key_id}", file=sys.stderr)
-        return 1
+                shown += len(events)
+                if not token or not events:
+                    break
     except KeyRevoked:
         print(f"loyalty keys: {options.key_id} is revoked; create a new key instead", file=sys.stderr)
         return 1
-    except Exception as error:  # Redis unreachable, full, ...
-        print(f"loyalty keys: {type(error).__name__}: {error}", file=sys.stderr)
+    except LoyaltyServerError as error:  # no such key, a malformed id, Redis unavailable, ...
+        print(f"loyalty keys: {error.message}", file=sys.stderr)
         return 1
     finally:
         await client.aclose()

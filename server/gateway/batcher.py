@@ -1,11 +1,11 @@
 """Group commit for one shard: whatever arrives while a shard call is in flight
 goes into the next call.
 
-There is at most one call in flight per shard, so a sync shard actor sees batches in
-submission order and every batch pays one Ray round trip and one journal append,
-however many callers it serves. Under light load a batch is a single operation and
-goes out at once (no timer, no added latency); under heavy load batches grow up to
-SHARD_CALL_OPERATIONS_MAX. The queue is bounded: past SHARD_QUEUE_OPERATIONS_MAX,
+There is at most one call in flight per shard, so the shard sees batches in
+submission order and every batch pays one round trip on the shard's data channel and
+one journal append, however many callers it serves. Under light load a batch is a
+single operation and goes out at once (no timer, no added latency); under heavy load
+batches grow up to SHARD_CALL_OPERATIONS_MAX. The queue is bounded: past SHARD_QUEUE_OPERATIONS_MAX,
 submitting raises GatewayError(OVERLOADED) at once.
 
 The queue holds groups of commands submitted together (one unary call's command, or
@@ -82,8 +82,12 @@ class _Group:
             self.future.set_result(self.answers)
 
 
-# One part of a shard call: a group and the range of its commands the call carries.
-_Piece = tuple[_Group, int, int]
+class _Piece(msgspec.Struct, array_like=True, gc=False):
+    """One part of a shard call: the commands ``group.commands[start:end]``."""
+
+    group: _Group
+    start: int
+    end: int
 
 
 class ShardBatcher:
@@ -143,7 +147,7 @@ class ShardBatcher:
             group = self._queue[0]
             start = group.sent
             end = min(len(group.commands), start + room)
-            pieces.append((group, start, end))
+            pieces.append(_Piece(group, start, end))
             group.sent = end
             room -= end - start
             if end == len(group.commands):
@@ -153,11 +157,11 @@ class ShardBatcher:
 
     async def _run(self, pieces: list[_Piece]) -> None:
         try:
-            group, start, end = pieces[0]
-            if len(pieces) == 1 and start == 0 and end == len(group.commands):
-                commands = group.commands  # the call carries one whole group: no copy
+            first = pieces[0]
+            if len(pieces) == 1 and first.start == 0 and first.end == len(first.group.commands):
+                commands = first.group.commands  # the call carries one whole group: no copy
             else:
-                commands = [command for group, start, end in pieces for command in group.commands[start:end]]
+                commands = [command for piece in pieces for command in piece.group.commands[piece.start : piece.end]]
             payload = codec.encode_commands(commands)
             self.calls_made += 1
             outcomes = decode_outcomes(await self._call(payload))
@@ -165,13 +169,14 @@ class ShardBatcher:
                 raise ValueError(f"a shard answered {len(outcomes)} outcomes to {len(commands)} commands")
         except Exception as error:  # every caller of the batch learns the same failure
             failure = self._classify_error(error) or error
-            for group, start, end in pieces:
-                group.answer(start, [failure] * (end - start))
+            for piece in pieces:
+                piece.group.answer(piece.start, [failure] * (piece.end - piece.start))
         else:
             offset = 0
-            for group, start, end in pieces:
-                group.answer(start, outcomes[offset : offset + end - start])
-                offset += end - start
+            for piece in pieces:
+                count = piece.end - piece.start
+                piece.group.answer(piece.start, outcomes[offset : offset + count])
+                offset += count
         finally:
             self._in_flight = None
             if self._queue:

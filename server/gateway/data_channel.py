@@ -24,17 +24,18 @@ from loyalty.actors.shard.data_channel import (
     STATUS_OK,
 )
 from loyalty.actors.shard.journal import JournalUnavailable
+from loyalty.server.errors import InternalError, ShardUnavailable
 
 CHANNEL_ATTEMPTS = 4
 """Sends of one batch before a lost connection is reported (1 + Ray's 3 retries)."""
 
 
-class ShardConnectionLost(ConnectionError):
+class ShardConnectionLost(ShardUnavailable, ConnectionError):
     """The channel to a shard broke on every attempt: the batch's effects may or may
     not be durable (callers get UNAVAILABLE and retry with the same request_id)."""
 
 
-class ShardFailed(RuntimeError):
+class ShardFailed(InternalError, RuntimeError):
     """A shard raised something other than a journal error: a bug (INTERNAL)."""
 
 

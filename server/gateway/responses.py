@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import operator
+from collections.abc import Callable
+from typing import Any
 
+import msgspec
 from google.protobuf import timestamp_pb2
 from google.rpc import status_pb2
 from loyalty.actors.ledger.outcomes import BalanceView, Outcome
@@ -174,24 +177,34 @@ def _fill_adjust(target: pb.AdjustResponse, outcome: Outcome) -> None:
     _fill_balance(target.balance, outcome.balance)
 
 
-# outcome kind -> (response type, filler, name of the oneof field in Operation and BatchResult)
+class MutationResponse(msgspec.Struct, frozen=True, array_like=True):
+    """How a successful mutation of one kind is answered."""
+
+    message_type: type
+    fill: Callable[[Any, Outcome], None]
+    """Fills a ``message_type`` from the outcome."""
+    field: str
+    """The name of the response's field in the oneof of Operation and BatchResult."""
+
+
 MUTATION_RESPONSES = {
-    "enroll": (pb.Member, _fill_member, "enroll_member"),
-    "earn": (pb.EarnResponse, _fill_earn, "earn"),
-    "redeem": (pb.RedeemResponse, _fill_redeem, "redeem"),
-    "reserve": (pb.ReserveResponse, _fill_reserve, "reserve"),
-    "capture": (pb.CaptureResponse, _fill_capture, "capture"),
-    "release": (pb.ReleaseResponse, _fill_release, "release"),
-    "reverse": (pb.ReverseResponse, _fill_reverse, "reverse"),
-    "adjust": (pb.AdjustResponse, _fill_adjust, "adjust"),
+    "enroll": MutationResponse(pb.Member, _fill_member, "enroll_member"),
+    "earn": MutationResponse(pb.EarnResponse, _fill_earn, "earn"),
+    "redeem": MutationResponse(pb.RedeemResponse, _fill_redeem, "redeem"),
+    "reserve": MutationResponse(pb.ReserveResponse, _fill_reserve, "reserve"),
+    "capture": MutationResponse(pb.CaptureResponse, _fill_capture, "capture"),
+    "release": MutationResponse(pb.ReleaseResponse, _fill_release, "release"),
+    "reverse": MutationResponse(pb.ReverseResponse, _fill_reverse, "reverse"),
+    "adjust": MutationResponse(pb.AdjustResponse, _fill_adjust, "adjust"),
 }
+"""Outcome kind -> how its success is answered."""
 
 
 def mutation_response(outcome: Outcome):
     """The response message of a successful mutation."""
-    message_type, fill, _ = MUTATION_RESPONSES[outcome.kind]
-    result = message_type()
-    fill(result, outcome)
+    answer = MUTATION_RESPONSES[outcome.kind]
+    result = answer.message_type()
+    answer.fill(result, outcome)
     return result
 
 
@@ -201,18 +214,13 @@ def error_status(outcome: Outcome):
 
 
 def _fill_answer(target, outcome: Outcome) -> None:
-    """Status plus the oneof response of a BatchResult or Operation."""
+    """Status plus the oneof response of an Operation."""
     if outcome.status != Status.OK:
         target.status.CopyFrom(error_status(outcome))
         return
     target.status.SetInParent()  # code 0: OK
-    _, fill, field = MUTATION_RESPONSES[outcome.kind]
-    fill(getattr(target, field), outcome)
-
-
-def fill_batch_result(target: pb.BatchResult, outcome: Outcome) -> None:
-    """Fill an item already added to a BatchResponse (avoids a copy per item)."""
-    _fill_answer(target, outcome)
+    answer = MUTATION_RESPONSES[outcome.kind]
+    answer.fill(getattr(target, answer.field), outcome)
 
 
 def _batch_wire(result: pb.BatchResult) -> bytes:
@@ -228,21 +236,31 @@ def _batch_wire(result: pb.BatchResult) -> bytes:
 # and setting each status and time.
 _EMPTY_RESULT_WIRE = _batch_wire(pb.BatchResult())
 
-# outcome kind -> (skeleton of a successful result, filler, getter of the response)
-_BATCH_SUCCESSES = {
-    kind: (
-        _batch_wire(pb.BatchResult(status=status_pb2.Status(), **{field: message_type()})),
-        fill,
-        operator.attrgetter(field),
-    )
-    for kind, (message_type, fill, field) in MUTATION_RESPONSES.items()
+
+class _ResultFiller(msgspec.Struct, frozen=True, array_like=True):
+    """Fills the response inside a parsed skeleton of a successful BatchResult."""
+
+    fill: Callable[[Any, Outcome], None]
+    response_of: Callable[[pb.BatchResult], Any]
+    """The result's response message (its oneof field)."""
+
+
+_SUCCESS_SKELETONS = {
+    kind: _batch_wire(pb.BatchResult(status=status_pb2.Status(), **{answer.field: answer.message_type()}))
+    for kind, answer in MUTATION_RESPONSES.items()
 }
+"""Outcome kind -> the skeleton of its successful result (earns use _earn_skeleton)."""
+
+_SUCCESS_FILLERS = {
+    kind: _ResultFiller(answer.fill, operator.attrgetter(answer.field)) for kind, answer in MUTATION_RESPONSES.items()
+}
+"""Outcome kind -> its filler; an earn's skeleton holds its times already."""
+_SUCCESS_FILLERS["earn"] = _ResultFiller(_fill_earn_amounts, operator.attrgetter("earn"))
 
 # Earn skeletons kept, by (available_at_ms, expires_at_ms); past this many the memo
 # starts afresh. A Batch meets one pair per shard call that carried it.
 EARN_SKELETONS_MAX = 64
 _earn_skeletons: dict[tuple[int, int], bytes] = {}
-_get_earn = operator.attrgetter("earn")
 
 
 def _earn_skeleton(available_at_ms: int, expires_at_ms: int) -> bytes:
@@ -262,18 +280,19 @@ def batch_response(answers: list) -> pb.BatchResponse:
     its Outcome, its own google.rpc.Status (an item that was refused), or the
     GatewayError of the shard call that carried it. Any other exception is raised."""
     skeletons: list[bytes] = []
-    fills: list = []  # per item: (filler, response getter, outcome), or the error status
+    fillers: list[_ResultFiller | None] = []  # per item; None: its result is just a status
+    contents: list = []  # per item: the successful Outcome, or the error status
     failures: dict[int, status_pb2.Status] = {}  # id(GatewayError) -> its status
     for answer in answers:
         if isinstance(answer, Outcome):
             if not answer.status:
-                if answer.kind == "earn":
+                kind = answer.kind
+                if kind == "earn":
                     skeletons.append(_earn_skeleton(answer.available_at_ms, answer.expires_at_ms))
-                    fills.append((_fill_earn_amounts, _get_earn, answer))
                 else:
-                    skeleton, fill, get_response = _BATCH_SUCCESSES[answer.kind]
-                    skeletons.append(skeleton)
-                    fills.append((fill, get_response, answer))
+                    skeletons.append(_SUCCESS_SKELETONS[kind])
+                fillers.append(_SUCCESS_FILLERS[kind])
+                contents.append(answer)
                 continue
             answer = error_status(answer)
         elif isinstance(answer, GatewayError):
@@ -284,14 +303,14 @@ def batch_response(answers: list) -> pb.BatchResponse:
         elif isinstance(answer, BaseException):
             raise answer
         skeletons.append(_EMPTY_RESULT_WIRE)
-        fills.append(answer)
+        fillers.append(None)
+        contents.append(answer)
     response = pb.BatchResponse.FromString(b"".join(skeletons))
-    for result, fill in zip(response.results, fills, strict=True):
-        if fill.__class__ is tuple:
-            fill, get_response, outcome = fill
-            fill(get_response(result), outcome)
+    for result, filler, content in zip(response.results, fillers, contents, strict=True):
+        if filler is None:
+            result.status.CopyFrom(content)
         else:
-            result.status.CopyFrom(fill)
+            filler.fill(filler.response_of(result), content)
     return response
 
 

@@ -1,10 +1,10 @@
-"""The gateway's view of the shards: Ray actors, one batcher each, member routing."""
+"""The gateway's view of the shards: Ray actors, one batcher each, member routing.
+
+``ShardRouter`` is the servicer's CommandRouter (server/gateway/routing.py) over them."""
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable
-from typing import NamedTuple
 
 import msgspec
 import ray
@@ -17,6 +17,7 @@ from loyalty.actors.routing import shard_of
 from loyalty.actors.shard.actor import ShardSettings, make_shard_actor
 from loyalty.server.gateway.batcher import ShardBatcher
 from loyalty.server.gateway.data_channel import ShardChannel, ShardConnectionLost
+from loyalty.server.gateway.routing import ShardChunk
 from loyalty.server.errors import GatewayError
 from loyalty.server.limits import SHARD_CALL_OPERATIONS_MAX, SHARD_QUEUE_OPERATIONS_MAX
 from loyalty.server.stores.rules import LiveRulesVersion
@@ -42,13 +43,12 @@ def classify_shard_error(error: BaseException) -> GatewayError | None:
     return None
 
 
-class ShardChunk(NamedTuple):
-    """The commands of one submission that went to one shard."""
+class ShardShare(msgspec.Struct, array_like=True, gc=False):
+    """The part of a submission that goes to one shard."""
 
+    shard: int
     positions: list[int]
-    """Where each of the chunk's commands is in the submitted list, in order."""
-    answers: asyncio.Future
-    """Resolves to the chunk's answers, in order (see ShardBatcher.submit_group)."""
+    """Where each of its commands is in the submitted list, in order."""
 
 
 class ShardRouter:
@@ -78,38 +78,41 @@ class ShardRouter:
         """One batcher per shard, by shard index."""
         return self._batchers
 
-    def _split(self, commands: list[Command]) -> list[tuple[int, list[int]]]:
-        """(shard, positions of its commands) for each shard that got any, in the
-        order of each shard's first command."""
+    def _split(self, commands: list[Command]) -> list[ShardShare]:
+        """The share of each shard that got any commands, in the order of each
+        shard's first command."""
         count = len(self._batchers)
         if count == 1:
-            return [(0, list(range(len(commands))))] if commands else []
+            return [ShardShare(0, list(range(len(commands))))] if commands else []
         by_shard: list[list[int]] = [[] for _ in range(count)]
         appenders = [positions.append for positions in by_shard]
         for position, command in enumerate(commands):
             appenders[shard_of(command.member_id, count)](position)
-        used = [(shard, positions) for shard, positions in enumerate(by_shard) if positions]
-        used.sort(key=lambda entry: entry[1][0])
-        return used
+        shares = [ShardShare(shard, positions) for shard, positions in enumerate(by_shard) if positions]
+        shares.sort(key=lambda share: share.positions[0])
+        return shares
 
-    def _check_room(self, by_shard: list[tuple[int, list[int]]]) -> None:
-        for shard, positions in by_shard:
-            if not self._batchers[shard].has_room(len(positions)):
+    def _check_room(self, shares: list[ShardShare]) -> None:
+        for share in shares:
+            if not self._batchers[share.shard].has_room(len(share.positions)):
                 raise GatewayError(
-                    Status.OVERLOADED, f"shard {shard} is behind; retry with backoff"
+                    Status.OVERLOADED, f"shard {share.shard} is behind; retry with backoff"
                 )
 
     def submit_chunks(self, commands: list[Command]) -> list[ShardChunk]:
         """Queue commands on their shards, all or none (GatewayError OVERLOADED):
         one chunk (one future) per shard that got any."""
-        by_shard = self._split(commands)
-        self._check_room(by_shard)
-        if len(by_shard) == 1:
-            ((shard, positions),) = by_shard
-            return [ShardChunk(positions, self._batchers[shard].submit_group(commands))]
+        shares = self._split(commands)
+        self._check_room(shares)
+        if len(shares) == 1:
+            (share,) = shares
+            return [ShardChunk(share.positions, self._batchers[share.shard].submit_group(commands))]
         return [
-            ShardChunk(positions, self._batchers[shard].submit_group([commands[p] for p in positions]))
-            for shard, positions in by_shard
+            ShardChunk(
+                share.positions,
+                self._batchers[share.shard].submit_group([commands[position] for position in share.positions]),
+            )
+            for share in shares
         ]
 
     async def execute(self, command: Command) -> Outcome:

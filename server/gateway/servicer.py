@@ -14,8 +14,8 @@ from loyalty.server import errors
 from loyalty.server.gateway import requests
 from loyalty.server.gateway import responses
 from loyalty.server.errors import FieldViolation, GatewayError
-from loyalty.server.limits import BATCH_OPERATIONS_MAX
-from loyalty.server.gateway.router import ShardRouter
+from loyalty.server.gateway.routing import CommandRouter
+from loyalty.server.limits import BATCH_ITEMS_MAX
 from loyalty.v1 import loyalty_pb2 as pb
 from loyalty.v1 import loyalty_pb2_grpc as pb_grpc
 
@@ -32,7 +32,7 @@ _NOT_STORED = frozenset({Status.MEMBER_NOT_FOUND, Status.OPERATION_NOT_FOUND})
 class LoyaltyService(pb_grpc.LoyaltyServiceServicer):
     """Every RPC: validate into a command, send it to its shard, map the outcome."""
 
-    def __init__(self, router: ShardRouter, program: CompiledProgram | None = None) -> None:
+    def __init__(self, router: CommandRouter, program: CompiledProgram | None = None) -> None:
         self._router = router
         self._program = program or CompiledProgram(DEFAULT_PROGRAM)
 
@@ -110,9 +110,10 @@ class LoyaltyService(pb_grpc.LoyaltyServiceServicer):
 
     async def QuoteRedemption(self, request, context):
         try:
-            currency, amount_minor, points = requests.quote_redemption(request)
+            query = requests.quote_redemption(request)
         except FieldViolation as violation:
             await _abort(context, errors.invalid_argument(violation))
+        currency, amount_minor, points = query.currency, query.amount_minor, query.points
         if amount_minor is not None:
             points = self._program.points_for_amount(currency, amount_minor)
         else:
@@ -124,8 +125,8 @@ class LoyaltyService(pb_grpc.LoyaltyServiceServicer):
 
     async def Batch(self, request: pb.BatchRequest, context):
         items = request.items
-        if len(items) > BATCH_OPERATIONS_MAX:
-            violation = FieldViolation("items", f"at most {BATCH_OPERATIONS_MAX} items per Batch")
+        if len(items) > BATCH_ITEMS_MAX:
+            violation = FieldViolation("items", f"at most {BATCH_ITEMS_MAX} items per Batch")
             await _abort(context, errors.invalid_argument(violation))
         commands, indexes, violations = requests.batch_items(items)
         try:

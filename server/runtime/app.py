@@ -13,7 +13,6 @@ import pathlib
 import signal
 import subprocess
 import sys
-import time
 import uuid
 
 import msgspec
@@ -26,7 +25,9 @@ from loyalty.actors.ledger.rules import Rule
 from loyalty.actors.routing import SLOT_COUNT
 from loyalty.actors.shard.actor import ShardSettings
 from loyalty.server.admin.servicer import GatewayRules
-from loyalty.server.security.guard import CONFIG_ACTOR, GatewaySecurity, acting_as, check_exposure
+from loyalty.server.admin.keys import KeyAdministration
+from loyalty.server.security.caller import CONFIG_ACTOR
+from loyalty.server.security.guard import GatewaySecurity, check_exposure
 from loyalty.server.runtime.embedded_redis import EmbeddedRedis, parent_death_signal_hook
 from loyalty.server.runtime.gateway_process import SERVICE_NAME, Gateway, configure_logging, tune_gc
 from loyalty.server.stores.keys import records_key
@@ -189,24 +190,16 @@ class LoyaltyServer:
             print(f"loyalty: {reason}", file=sys.stderr, flush=True)
             raise SystemExit(2)
 
-    async def _start_security(self) -> GatewaySecurity:
+    async def _start_security(self) -> tuple[GatewaySecurity, KeyAdministration]:
         """Seed the config file's API keys (audited as "config"), then load the keys."""
         security = GatewaySecurity(
             redis_url=self.redis_url, key_prefix=self.config.key_prefix, settings=self.config.security
         )
         await security.start()
+        keys = KeyAdministration.for_gateway(security)
         if self.config.api_keys:
-            changes = await security.records.seed(self.config.api_keys, now_ms=time.time_ns() // 1_000_000)
-            with acting_as(CONFIG_ACTOR):
-                for action, before, after in changes:
-                    await security.audit.record(
-                        action=action,
-                        target=f"key/{after.key_id}",
-                        before=None if before is None else before.public(),
-                        after=after.public(),
-                    )
-            await security.mirror.reload()
-        return security
+            await keys.seed(self.config.api_keys, actor=CONFIG_ACTOR)
+        return security, keys
 
     def close_backends(self) -> None:
         """Stop the shard actors, and Ray and Redis if this server started them."""
@@ -227,18 +220,17 @@ class LoyaltyServer:
 
     async def start(self) -> None:
         """Start serving gRPC (backends must be running), then any extra gateways."""
-        self.security = await self._start_security()
+        self.security, keys = await self._start_security()
         self.rules = GatewayRules(
             redis_url=self.redis_url, key_prefix=self.config.key_prefix, program=self.config.program
         )
         await self.rules.start()
         if self.config.rules is not None:
-            with acting_as(CONFIG_ACTOR):
-                await self.rules.apply_config(self.config.rules, audit=self.security.audit)
+            await self.rules.apply_config(self.config.rules, audit=self.security.audit)
         self.router = router_for(self.actors, self.rules.live)
         self._gateway = Gateway(
             self.router, host=self.config.host, port=self.config.port, program=self.config.program,
-            admin=self.rules.servicer(keys=self.security.key_admin, audit=self.security.audit),
+            admin=self.rules.servicer(keys=keys, audit=self.security.audit),
             security=self.security,
         )
         self.port = await self._gateway.start()

@@ -37,6 +37,7 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from loyalty.actors.outage import OutageLog
+from loyalty.server.errors import DependencyUnavailable
 
 __all__ = [
     "APPENDFSYNC_POLICIES",
@@ -160,7 +161,7 @@ def parent_death_signal_hook() -> Callable[[], None] | None:
     return set_parent_death_signal
 
 
-class RedisStartError(RuntimeError):
+class RedisStartError(DependencyUnavailable, RuntimeError):
     """redis-server did not start; ``reason`` holds the last lines of its log."""
 
     def __init__(self, message: str, *, reason: str) -> None:

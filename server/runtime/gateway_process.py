@@ -24,6 +24,7 @@ from grpc_reflection.v1alpha import reflection
 
 from loyalty.actors.ledger.program import DEFAULT_PROGRAM, CompiledProgram, Program
 from loyalty.server.security.guard import GatewaySecurity
+from loyalty.server.admin.keys import KeyAdministration
 from loyalty.server.admin.servicer import GatewayRules
 from loyalty.server.gateway.health import ShardHealth
 from loyalty.server.limits import MESSAGE_BYTES_MAX, SHUTDOWN_GRACE_S
@@ -210,7 +211,8 @@ def worker_main(argv: list[str] | None = None) -> int:
         rules = GatewayRules(redis_url=options.redis_url, key_prefix=options.key_prefix, program=program)
         gateway = Gateway(
             router_for(actors, rules.live), host=options.host, port=options.port, program=program,
-            security=security, admin=rules.servicer(keys=security.key_admin, audit=security.audit),
+            security=security,
+            admin=rules.servicer(keys=KeyAdministration.for_gateway(security), audit=security.audit),
         )
         uvloop.run(_serve_until_signal(gateway, rules))
     finally:

@@ -45,7 +45,7 @@ class Limits(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tr
 
     message_bytes_max: int = named.MESSAGE_BYTES_MAX
     """Largest request or response, bytes (gRPC refuses larger ones with RESOURCE_EXHAUSTED)."""
-    batch_operations_max: int = named.BATCH_OPERATIONS_MAX
+    batch_operations_max: int = named.BATCH_ITEMS_MAX
     """Items in one Batch; more: INVALID_ARGUMENT naming ``items``."""
     page_size_max: int = PAGE_SIZE_MAX
     """Largest page of ListTransactions, ListApiKeys and ListAuditEvents; larger asks get this."""
@@ -70,7 +70,7 @@ class Limits(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tr
         are also checked further in), and sane orders of magnitude elsewhere."""
         ranges: dict[str, tuple[float, float]] = {
             "message_bytes_max": (64 * 1024, 64 * 1024 * 1024),
-            "batch_operations_max": (1, named.BATCH_OPERATIONS_MAX),
+            "batch_operations_max": (1, named.BATCH_ITEMS_MAX),
             "page_size_max": (1, PAGE_SIZE_MAX),
             "deadline_default_s": (0.1, 3600.0),
             "deadline_max_s": (0.1, 3600.0),

@@ -22,26 +22,21 @@ Health checking and reflection are open to everyone (load balancers probe them).
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import contextvars
-import dataclasses
-import math
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import grpc
 import redis.asyncio as aioredis
 from google.protobuf.message import DecodeError
-from grpc_status import rpc_status as grpc_rpc_status
 
-from loyalty.actors.ledger.status import Status
 from loyalty.server import errors
-from loyalty.server.stores.audit import AuditLog
-from loyalty.server.errors import FieldViolation
-from loyalty.server.stores.keys import ApiKeyRecord, KeyMirror, KeyRecords
+from loyalty.server.errors import FieldViolation, LoyaltyServerError, PermissionDenied, Unauthenticated
 from loyalty.server.limits import API_KEY_SECRET_LENGTH_MAX, MESSAGE_BYTES_MAX
-from loyalty.server.security.rate_limits import KeyRateLimiter, RateLimited
+from loyalty.server.security.caller import ANONYMOUS, Caller, acting_as
 from loyalty.server.security.config import Limits, SecuritySettings, is_loopback, server_credentials
+from loyalty.server.security.rate_limits import KeyRateLimiter
+from loyalty.server.stores.audit import AuditLog
+from loyalty.server.stores.keys import ApiKeyRecord, KeyMirror, KeyRecords
 from loyalty.v1 import admin_pb2, loyalty_pb2
 
 LOYALTY_SERVICE = loyalty_pb2.DESCRIPTOR.services_by_name["LoyaltyService"].full_name
@@ -100,51 +95,6 @@ BATCH_ITEM_METHODS: dict[str, str] = {
 _REDEMPTION_KINDS = frozenset({"redeem", "reserve"})
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
-class Caller:
-    """Who is calling: the API key's public fields (never its secret)."""
-
-    key_id: str
-    name: str
-    role: str
-    """pos, ecommerce, analytics or admin."""
-    channels: tuple[str, ...] = ()
-    """Purchases must name one of these channels (empty: any)."""
-    store_ids: tuple[str, ...] = ()
-    """Purchases must name one of these stores (empty: any)."""
-
-    @classmethod
-    def of(cls, record: ApiKeyRecord) -> Caller:
-        """The caller holding this key."""
-        return cls(record.key_id, record.name, record.role, tuple(record.channels), tuple(record.store_ids))
-
-
-ANONYMOUS = Caller(key_id="anonymous", name="anonymous", role="admin")
-"""Every caller while authentication is off (no keys; loopback only)."""
-
-CONFIG_ACTOR = Caller(key_id="config", name="config", role="admin")
-"""The actor of changes made from the config file at start."""
-
-_CALLER: contextvars.ContextVar[Caller] = contextvars.ContextVar("loyalty_caller", default=ANONYMOUS)
-
-
-def current_caller() -> Caller:
-    """The caller of the RPC being served (set by the guard for the call);
-    ANONYMOUS when authentication is off or outside any call."""
-    return _CALLER.get()
-
-
-@contextlib.contextmanager
-def acting_as(caller: Caller) -> Iterator[None]:
-    """Run code outside any RPC as ``caller`` (e.g. CONFIG_ACTOR for what the config
-    file changes at start), so its audit events name it."""
-    token = _CALLER.set(caller)
-    try:
-        yield
-    finally:
-        _CALLER.reset(token)
-
-
 def may_call(role: str, method: str) -> bool:
     """Whether a role may call a full method name."""
     return role == "admin" or method in ROLE_METHODS.get(role, ())
@@ -155,21 +105,8 @@ def may_call(role: str, method: str) -> bool:
 _UNAUTHENTICATED_MESSAGE = "a valid API key is required: send metadata 'authorization: Bearer <key>'"
 
 
-class _Refusal(Exception):
-    """A call refused before it reached the service, with its google.rpc.Status."""
-
-    def __init__(self, status) -> None:
-        super().__init__(status.message)
-        self.status = status
-
-
-def _permission_denied(message: str, **metadata: str):
-    return _Refusal(errors.rpc_status(Status.PERMISSION_DENIED, message, metadata=metadata))
-
-
-async def _abort(context, status) -> None:
-    converted = grpc_rpc_status.to_status(status)
-    await context.abort(converted.code, converted.details, converted.trailing_metadata)
+def _permission_denied(message: str, **metadata: str) -> PermissionDenied:
+    return PermissionDenied(message, metadata=metadata)
 
 
 class _Malformed:
@@ -229,7 +166,7 @@ def _check_batch(caller: Caller, request, limits: Limits) -> tuple[int, int]:
     items = request.items
     if len(items) > limits.batch_operations_max:
         violation = FieldViolation("items", f"at most {limits.batch_operations_max} items per Batch")
-        raise _Refusal(errors.invalid_argument(violation))
+        raise violation
     if caller is ANONYMOUS:
         return 0, 0
     redemptions = 0
@@ -271,13 +208,14 @@ class AuthGuard:
         self._clock_s = clock_s
 
     def authorize(self, method: str, metadata) -> Caller:
-        """The caller of ``method`` with this invocation metadata; raises _Refusal."""
+        """The caller of ``method`` with this invocation metadata; raises
+        Unauthenticated or PermissionDenied."""
         if not self._mirror.keys_exist:
             return ANONYMOUS
         secret = _bearer_secret(metadata)
         record = None if secret is None else self._mirror.authenticate(secret)
         if record is None:
-            raise _Refusal(errors.rpc_status(Status.UNAUTHENTICATED, _UNAUTHENTICATED_MESSAGE))
+            raise Unauthenticated(_UNAUTHENTICATED_MESSAGE)
         caller = Caller.of(record)
         if not may_call(caller.role, method):
             name = method.rpartition("/")[2]
@@ -305,16 +243,16 @@ class AuthGuard:
         async def guarded_unary(request, context):
             try:
                 caller = self.authorize(method, context.invocation_metadata())
-            except _Refusal as refusal:
-                await _abort(context, refusal.status)
+            except LoyaltyServerError as refusal:
+                await errors.abort(context, errors.status_of(refusal))
             with acting_as(caller):
                 return await behavior(request, context)
 
         async def guarded_stream(request, context):
             try:
                 caller = self.authorize(method, context.invocation_metadata())
-            except _Refusal as refusal:
-                await _abort(context, refusal.status)
+            except LoyaltyServerError as refusal:
+                await errors.abort(context, errors.status_of(refusal))
             with acting_as(caller):
                 async for response in behavior(request, context):
                     yield response
@@ -361,8 +299,7 @@ class AuthGuard:
             try:
                 caller = self.authorize(method, context.invocation_metadata())
                 if isinstance(request, _Malformed):
-                    violation = FieldViolation("request", f"is not a valid {name} request message")
-                    raise _Refusal(errors.invalid_argument(violation))
+                    raise FieldViolation("request", f"is not a valid {name} request message")
                 requests_cost, redemptions_cost = self._costs(caller, name, request)
                 if caller is not ANONYMOUS:
                     self._limiter.check(
@@ -371,12 +308,9 @@ class AuthGuard:
                         redemptions=redemptions_cost,
                         now_s=self._clock_s(),
                     )
-            except _Refusal as refusal:
-                await _abort(context, refusal.status)
-            except RateLimited as limited:
-                await _abort(context, _rate_limited_status(limited))
-            token = _CALLER.set(caller)
-            try:
+            except LoyaltyServerError as refusal:  # refused, rate limited, malformed
+                await errors.abort(context, errors.status_of(refusal))
+            with acting_as(caller):
                 timeout_s = self._timeout_s(context)
                 if timeout_s is None:
                     return await behavior(request, context)
@@ -387,8 +321,6 @@ class AuthGuard:
                     await context.abort(
                         grpc.StatusCode.DEADLINE_EXCEEDED, f"the server's deadline of {timeout_s:g} s passed"
                     )
-            finally:
-                _CALLER.reset(token)
 
         return guarded
 
@@ -441,36 +373,15 @@ class GuardedServer:
         return getattr(self._server, name)
 
 
-def _rate_limited_status(limited: RateLimited):
-    if math.isinf(limited.retry_after_s):
-        return errors.rpc_status(
-            Status.RATE_LIMITED,
-            f"this call needs more {limited.bucket} tokens than the key's burst of {limited.burst}: split it",
-            metadata={"bucket": limited.bucket, "burst": str(limited.burst)},
-        )
-    retry_after_ms = max(1, math.ceil(limited.retry_after_s * 1000))
-    return errors.rpc_status(
-        Status.RATE_LIMITED,
-        f"API key rate limit ({limited.bucket}) reached; retry after {retry_after_ms} ms",
-        metadata={
-            "bucket": limited.bucket,
-            "retry_after_ms": str(retry_after_ms),
-            "burst": str(limited.burst),
-        },
-        retry_after_ms=retry_after_ms,
-    )
-
-
 # ------------------------------------------------------------------------ assembly
 
 
 class GatewaySecurity:
-    """Everything security a gateway process runs: its copy of the keys, the
-    guard, key administration, the audit log, server options and TLS."""
+    """Everything security a gateway process runs: its copy of the keys, the key
+    records and the audit log (which the assembly hands to the admin use-cases), the
+    guard, server options and TLS."""
 
     def __init__(self, *, redis_url: str, key_prefix: str, settings: SecuritySettings) -> None:
-        from loyalty.server.admin.keys import KeyAdmin
-
         self.redis_url = redis_url
         self.key_prefix = key_prefix
         self.settings = settings
@@ -488,11 +399,7 @@ class GatewaySecurity:
         self.records = KeyRecords(self._client, key_prefix=key_prefix)
         """Key records in Redis (for changes)."""
         self.audit = AuditLog(self._client, key_prefix=key_prefix)
-        """The audit log, for every admin servicer."""
-        self.key_admin = KeyAdmin(
-            self.records, self.audit, page_size_max=limits.page_size_max, after_change=self.mirror.reload
-        )
-        """AdminService's key and audit RPCs."""
+        """The audit log, for every admin use-case."""
         self.guard = AuthGuard(self.mirror, self.limiter, limits)
         """Wraps every method handler of the gateway's server."""
         self._started = False

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 
+from loyalty.server.errors import RateLimited
 from loyalty.server.security.config import Limits
 
 
@@ -39,19 +40,6 @@ class TokenBucket:
     def give_back(self, cost: int) -> None:
         """Return tokens taken for work that was not done."""
         self._tokens = min(float(self.burst), self._tokens + cost)
-
-
-class RateLimited(Exception):
-    """A key's bucket is empty."""
-
-    def __init__(self, bucket: str, retry_after_s: float, burst: int) -> None:
-        super().__init__(bucket)
-        self.bucket = bucket
-        """"requests" or "redemptions"."""
-        self.retry_after_s = retry_after_s
-        """Seconds until the call would fit (math.inf: it never fits; split it)."""
-        self.burst = burst
-        """The bucket's size."""
 
 
 class KeyRateLimiter:

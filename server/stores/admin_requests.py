@@ -26,10 +26,11 @@ appended by one Lua script that first checks a marker
 ``{<prefix>:auth}:audited:<area>:<id>``, then XADDs, then sets the marker (XADD
 first: if it fails, the script stops before the marker and nothing is written). If
 that fails (Redis trouble, the audit stream unusable), the change stays committed
-and the call answers UNAVAILABLE; the retry with the same request_id replays the
+and the call answers UNAVAILABLE / CONTROL_STORE_UNAVAILABLE; the retry with the same request_id replays the
 outcome and appends the event then, and later retries find the marker and append
 nothing. A change whose audit failed and that is never retried has no audit event
-(the gateway logged the failure with the request_id).
+(the gateway logged the failure with the request_id). The use-cases in
+server/admin/changes.py are the one place that follows these rules.
 
 Secrets. CreateApiKey and RotateApiKey answers carry the key's new secret, and a
 retry must get the *same* secret (the server only keeps its SHA-256; a second
@@ -51,6 +52,7 @@ import hashlib
 import msgspec
 import redis.asyncio as aioredis
 
+from loyalty.server.errors import RequestIdConflict
 from loyalty.server.limits import AUDIT_EVENTS_MAX
 
 ADMIN_REQUEST_RETENTION_S = 24 * 60 * 60
@@ -81,10 +83,6 @@ class AdminRequestRecord(msgspec.Struct, frozen=True, kw_only=True):
     audit: dict[str, str]
     """The audit event's fields, as AuditLog writes them."""
     time_ms: int = 0
-
-
-class RequestIdConflict(Exception):
-    """The request_id was used for another request."""
 
 
 _encoder = msgspec.msgpack.Encoder()

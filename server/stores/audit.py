@@ -3,20 +3,30 @@
 Stored as a Redis stream ``{<prefix>:auth}:audit`` capped at AUDIT_EVENTS_MAX entries
 (oldest dropped first): admin actions are rare, so that is years of history, and a
 runaway script cannot grow Redis without bound. The stream id is the event id and
-carries the time. Secrets never get here: callers pass public views of keys.
+carries the time. Secrets never get here: callers pass public views of keys. Which
+events are written when is the admin use-cases' policy (server/admin/changes.py).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from typing import Any
+from typing import Protocol
 
 import msgspec
 import redis.asyncio as aioredis
 
-from loyalty.server.stores.admin_requests import AuditOnce
 from loyalty.server.limits import AUDIT_EVENTS_MAX, AUDIT_JSON_BYTES_MAX
+from loyalty.server.stores.admin_requests import AuditOnce
+
+
+class Actor(Protocol):
+    """Who made a change, as an event names them: the caller of an RPC
+    (``loyalty.server.security.caller.Caller``), the config file, the CLI. Always
+    passed in: the store never guesses who is acting."""
+
+    key_id: str
+    name: str
 
 
 def audit_key(key_prefix: str) -> str:
@@ -76,15 +86,9 @@ class AuditLog:
         target: str,
         before: dict | None,
         after: dict | None,
-        actor: Any = None,
+        actor: Actor,
     ) -> dict[str, str]:
-        """The stream fields of one event, as ``record`` appends them. The actor is the
-        caller of the current RPC (from ``loyalty.server.security.guard.current_caller()``) unless
-        given (anything with ``key_id`` and ``name``, e.g. the config file at start)."""
-        if actor is None:
-            from loyalty.server.security.guard import current_caller
-
-            actor = current_caller()
+        """The stream fields of one event, as ``record`` appends them."""
         return {
             "actor_key_id": actor.key_id,
             "actor_name": actor.name,
@@ -101,9 +105,9 @@ class AuditLog:
         target: str,
         before: dict | None,
         after: dict | None,
-        actor: Any = None,
+        actor: Actor,
     ) -> None:
-        """Append one event (see ``event_fields`` for the actor)."""
+        """Append one event."""
         fields = self.event_fields(action=action, target=target, before=before, after=after, actor=actor)
         await self._client.xadd(self._key, fields, maxlen=AUDIT_EVENTS_MAX, approximate=False)
 

@@ -27,14 +27,15 @@ import hashlib
 import logging
 import secrets
 from collections.abc import Callable, Iterable
+from typing import NamedTuple, Protocol
 
 import msgspec
 import redis.asyncio as aioredis
 
 from loyalty.actors.outage import OutageLog
-from loyalty.server.stores.admin_requests import ADMIN_REQUEST_RETENTION_S
+from loyalty.server.errors import KeyContended, KeyNotFound, KeyRevoked, KeyStoreFull
 from loyalty.server.limits import API_KEYS_MAX, KEY_MIRROR_REFRESH_S
-from loyalty.server.security.config import ApiKeySeed
+from loyalty.server.stores.admin_requests import ADMIN_REQUEST_RETENTION_S
 
 log = logging.getLogger(__name__)
 
@@ -81,29 +82,28 @@ _encoder = msgspec.json.Encoder()
 _decoder = msgspec.json.Decoder(ApiKeyRecord)
 
 
-class KeyNotFound(Exception):
-    """No key has that id."""
+class KeyChange(NamedTuple):
+    """What one change of a key did: the record before (None for a new key) and after,
+    the new secret (create and rotate; "" otherwise), or, when the change's admin
+    request_id was recorded already by an earlier attempt, nothing written and
+    ``replay`` the stored record to answer from."""
+
+    before: ApiKeyRecord | None
+    after: ApiKeyRecord | None
+    secret: str = ""
+    replay: bytes | None = None
 
 
-class KeyRevoked(Exception):
-    """The key was revoked; it cannot be rotated."""
+class KeySeed(Protocol):
+    """A key of the config file's ``[[api_keys]]`` (``security.config.ApiKeySeed``)."""
 
+    name: str
+    role: str
+    secret_sha256: str
+    channels: tuple[str, ...]
+    store_ids: tuple[str, ...]
 
-class KeyStoreFull(Exception):
-    """API_KEYS_MAX keys exist already."""
-
-
-class KeyConflict(Exception):
-    """Concurrent changes kept overwriting this key; the caller may retry."""
-
-
-class AlreadyRecorded(Exception):
-    """The admin request_id of this change was recorded already (by an earlier
-    attempt): nothing was written; ``stored`` is the record to replay."""
-
-    def __init__(self, stored: bytes) -> None:
-        super().__init__("request_id already recorded")
-        self.stored = stored
+    def resolved_key_id(self) -> str: ...
 
 
 Recorder = Callable[[ApiKeyRecord | None, ApiKeyRecord, str], tuple[str, bytes]]
@@ -165,7 +165,7 @@ _CAS_ATTEMPTS_MAX = 16
 
 
 class KeyRecords:
-    """Reads and changes key records (async). Used by KeyAdmin, the CLI and seeding."""
+    """Reads and changes key records (async), for the key use-cases (server/admin/keys.py)."""
 
     def __init__(self, client: aioredis.Redis, *, key_prefix: str) -> None:
         self._client = client
@@ -198,7 +198,9 @@ class KeyRecords:
         before: ApiKeyRecord | None,
         after: ApiKeyRecord,
         recorded: tuple[str, bytes] | None = None,
-    ) -> int:
+    ) -> int | bytes:
+        """1 (written), 0 (someone else changed it), -1 (full), or the stored request
+        record when ``recorded``'s request_id was recorded already (nothing written)."""
         expected = b"" if before is None else _encoder.encode(before)
         keys = [self._records]
         args = [after.key_id, expected, _encoder.encode(after), self._channel, API_KEYS_MAX]
@@ -206,9 +208,7 @@ class KeyRecords:
             keys.append(recorded[0])
             args += [recorded[1], ADMIN_REQUEST_RETENTION_S]
         written = await self._script(keys=keys, args=args)
-        if isinstance(written, list):
-            raise AlreadyRecorded(written[1])
-        return written
+        return written[1] if isinstance(written, list) else written
 
     async def create(
         self,
@@ -219,10 +219,10 @@ class KeyRecords:
         store_ids: tuple[str, ...] = (),
         now_ms: int,
         recorder: Recorder | None = None,
-    ) -> tuple[ApiKeyRecord, str]:
+    ) -> KeyChange:
         """A new key and its secret (the only time the secret exists anywhere, but
         for the request record ``recorder`` makes, written with the key). Raises
-        AlreadyRecorded when that request was recorded already."""
+        KeyStoreFull."""
         secret = new_secret()
         record = ApiKeyRecord(
             key_id=new_key_id(),
@@ -235,36 +235,39 @@ class KeyRecords:
         )
         recorded = None if recorder is None else recorder(None, record, secret)
         written = await self._compare_and_set(None, record, recorded)
+        if isinstance(written, bytes):
+            return KeyChange(None, None, replay=written)
         if written == -1:
             raise KeyStoreFull(f"at most {API_KEYS_MAX} API keys")
         if written != 1:  # 64 random bits collided: astronomically unlikely
-            raise KeyConflict("key id collision; retry")
-        return record, secret
+            raise KeyContended("key id collision; retry")
+        return KeyChange(None, record, secret)
 
     async def _update(
         self,
         key_id: str,
         change: Callable[[ApiKeyRecord], ApiKeyRecord],
-        recorder: Callable[[ApiKeyRecord, ApiKeyRecord], tuple[str, bytes]] | None = None,
-    ) -> tuple[ApiKeyRecord, ApiKeyRecord]:
+        secret: str,
+        recorder: Recorder | None,
+    ) -> KeyChange:
         for _ in range(_CAS_ATTEMPTS_MAX):
             before = await self.get(key_id)
             if before is None:
                 raise KeyNotFound(key_id)
             after = change(before)
             if after == before:
-                return before, after
-            recorded = None if recorder is None else recorder(before, after)
-            if await self._compare_and_set(before, after, recorded) == 1:
-                return before, after
-        raise KeyConflict(f"{key_id} kept changing; retry")
+                return KeyChange(before, after)
+            recorded = None if recorder is None else recorder(before, after, secret)
+            written = await self._compare_and_set(before, after, recorded)
+            if isinstance(written, bytes):
+                return KeyChange(None, None, replay=written)
+            if written == 1:
+                return KeyChange(before, after, secret)
+        raise KeyContended(f"{key_id} kept changing; retry")
 
-    async def rotate(
-        self, key_id: str, *, now_ms: int, recorder: Recorder | None = None
-    ) -> tuple[ApiKeyRecord, ApiKeyRecord, str]:
-        """A new secret for the key; the old one stops working. Returns before, after
-        and the new secret. With ``recorder``, its request record is written with the
-        change (AlreadyRecorded when it exists)."""
+    async def rotate(self, key_id: str, *, now_ms: int, recorder: Recorder | None = None) -> KeyChange:
+        """A new secret for the key; the old one stops working. With ``recorder``, its
+        request record is written with the change. Raises KeyNotFound, KeyRevoked."""
         secret = new_secret()
 
         def change(record: ApiKeyRecord) -> ApiKeyRecord:
@@ -272,31 +275,24 @@ class KeyRecords:
                 raise KeyRevoked(key_id)
             return msgspec.structs.replace(record, secret_sha256=hash_secret(secret), rotate_time_ms=now_ms)
 
-        record_with = None if recorder is None else (lambda before, after: recorder(before, after, secret))
-        before, after = await self._update(key_id, change, record_with)
-        return before, after, secret
+        return await self._update(key_id, change, secret, recorder)
 
-    async def revoke(
-        self, key_id: str, *, now_ms: int, recorder: Recorder | None = None
-    ) -> tuple[ApiKeyRecord, ApiKeyRecord]:
-        """Revoke the key (again: nothing changes, and nothing is recorded). Returns
-        before and after."""
+    async def revoke(self, key_id: str, *, now_ms: int, recorder: Recorder | None = None) -> KeyChange:
+        """Revoke the key (again: nothing changes, and nothing is recorded). Raises
+        KeyNotFound."""
 
         def change(record: ApiKeyRecord) -> ApiKeyRecord:
             if record.revoked:
                 return record
             return msgspec.structs.replace(record, revoke_time_ms=now_ms)
 
-        record_with = None if recorder is None else (lambda before, after: recorder(before, after, ""))
-        return await self._update(key_id, change, record_with)
+        return await self._update(key_id, change, "", recorder)
 
-    async def seed(
-        self, seeds: Iterable[ApiKeySeed], *, now_ms: int
-    ) -> list[tuple[str, ApiKeyRecord | None, ApiKeyRecord]]:
+    async def seed(self, seeds: Iterable[KeySeed], *, now_ms: int) -> list[tuple[str, KeyChange]]:
         """Write the config file's keys: new ones are created, changed ones updated
         (a new secret_sha256 is a rotation). A key revoked in Redis stays revoked:
         a revocation must survive the restart that follows it. Returns the changes
-        as (action, before, after)."""
+        as (action, change)."""
         changes = []
         for seed in seeds:
             key_id = seed.resolved_key_id()
@@ -304,7 +300,6 @@ class KeyRecords:
                 before = await self.get(key_id)
                 if before is not None and before.revoked:
                     log.warning("API key %s from the config file was revoked; it stays revoked", key_id)
-                    after = before
                     break
                 after = ApiKeyRecord(
                     key_id=key_id,
@@ -327,10 +322,10 @@ class KeyRecords:
                 if written == -1:
                     raise KeyStoreFull(f"at most {API_KEYS_MAX} API keys")
                 if written == 1:
-                    changes.append(("SeedApiKey", before, after))
+                    changes.append(("SeedApiKey", KeyChange(before, after)))
                     break
             else:
-                raise KeyConflict(f"{key_id} kept changing; retry")
+                raise KeyContended(f"{key_id} kept changing; retry")
         return changes
 
 

@@ -40,7 +40,6 @@ the synchronous client because shards are sync actors.
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 import hashlib
 import logging
@@ -61,9 +60,10 @@ from loyalty.actors.ledger.rules import (
     encode_rule_set,
     validate_rules,
 )
-from loyalty.actors.ledger.status import Status
 from loyalty.actors.outage import OutageLog
 from loyalty.actors.shard.rules_source import RulesKeys
+from loyalty.server.errors import EtagMismatch, RuleAlreadyExists, RuleNotFound, RulesContended, RuleSetInvalid
+from loyalty.server.page_tokens import decode_page_token, encode_page_token
 from loyalty.server.stores.admin_requests import (
     ADMIN_REQUEST_RETENTION_S,
     RequestToRecord,
@@ -82,7 +82,6 @@ __all__ = [
     "RULE_SET_VERSIONS_KEPT",
     "ChangeResult",
     "LiveRulesVersion",
-    "RuleChangeRefused",
     "RuleRecord",
     "RuleView",
     "RulesSnapshot",
@@ -178,19 +177,8 @@ class _StoredOutcome(msgspec.Struct, frozen=True, kw_only=True):
     whole_set: bool = False
 
 
-class RuleChangeRefused(Exception):
-    """A change that cannot be made, with the Status to answer and the bad fields."""
-
-    def __init__(self, status: Status, message: str, violations: Sequence[Violation] = ()) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
-        self.violations = list(violations)
-
-
 _record_encoder = msgspec.msgpack.Encoder()
 _record_decoder = msgspec.msgpack.Decoder(RuleRecord)
-_token_decoder = msgspec.msgpack.Decoder(tuple[int, str])
 _outcome_decoder = msgspec.msgpack.Decoder(_StoredOutcome)
 
 
@@ -311,7 +299,7 @@ class RulesStore:
 
         def plan(version: int, records: dict[str, RuleRecord]) -> tuple[_Plan, dict | None]:
             if rule.rule_id in records:
-                raise RuleChangeRefused(Status.RULE_ALREADY_EXISTS, f"rule {rule.rule_id!r} already exists")
+                raise RuleAlreadyExists(f"rule {rule.rule_id!r} already exists")
             new_version = version + 1
             record = self._new_record(rule, new_version)
             updated = dict(records)
@@ -338,9 +326,8 @@ class RulesStore:
             current = self._existing(records, rule_id, etag)
             rule = build(current.rule)
             if rule.rule_id != rule_id:
-                raise RuleChangeRefused(
-                    Status.INVALID_FIELD, "rule.rule_id cannot change",
-                    [Violation("rule.rule_id", "cannot change; delete and create instead")],
+                raise RuleSetInvalid(
+                    "rule.rule_id cannot change", [Violation("rule.rule_id", "cannot change; delete and create instead")]
                 )
             if rule == current.rule:
                 return None, None
@@ -382,14 +369,11 @@ class RulesStore:
         the live version."""
         violations = self.validate(rules)
         if violations:
-            raise RuleChangeRefused(Status.INVALID_FIELD, _summary(violations), violations)
+            raise RuleSetInvalid(_summary(violations), violations)
 
         def plan(version: int, records: dict[str, RuleRecord]) -> tuple[_Plan | None, dict | None]:
             if expected_version and expected_version != version:
-                raise RuleChangeRefused(
-                    Status.ETAG_MISMATCH,
-                    f"the live rule-set version is {version}, not {expected_version}",
-                )
+                raise EtagMismatch(f"the live rule-set version is {version}, not {expected_version}")
             new_version = version + 1
             updated: dict[str, RuleRecord] = {}
             creates, deltas, totals, written = [], [], [], []
@@ -423,10 +407,9 @@ class RulesStore:
     def _existing(self, records: dict[str, RuleRecord], rule_id: str, etag: str) -> RuleRecord:
         current = records.get(rule_id)
         if current is None:
-            raise RuleChangeRefused(Status.RULE_NOT_FOUND, f"rule {rule_id!r} not found")
+            raise RuleNotFound(f"rule {rule_id!r} not found")
         if etag and etag != current.etag:
-            raise RuleChangeRefused(
-                Status.ETAG_MISMATCH,
+            raise EtagMismatch(
                 f"rule {rule_id!r} changed since it was read (etag {current.etag}); read it again",
             )
         return current
@@ -515,9 +498,7 @@ class RulesStore:
                 except redis.exceptions.WatchError:
                     continue
             return await self._with_budgets(result)
-        raise RuleChangeRefused(
-            Status.OVERLOADED, f"rules changed by others {RULES_WRITE_ATTEMPTS_MAX} times in a row; retry"
-        )
+        raise RulesContended(f"rules changed by others {RULES_WRITE_ATTEMPTS_MAX} times in a row; retry")
 
     @staticmethod
     def _stored(version: int, planned: _Plan, ordered, focus: str | None, whole_set: bool) -> bytes:
@@ -555,7 +536,7 @@ class RulesStore:
             if focus is not None:
                 index = next(i for i, record in enumerate(ordered) if record.rule.rule_id == focus)
                 violations = [_refocus(violation, index) for violation in violations]
-            raise RuleChangeRefused(Status.INVALID_FIELD, _summary(violations), violations)
+            raise RuleSetInvalid(_summary(violations), violations)
         return rule_set
 
     def _write(self, pipeline, version: int, planned: _Plan, rule_set: RuleSet) -> None:
@@ -641,30 +622,18 @@ def _summary(violations: Sequence[Violation]) -> str:
 
 def page(snapshot: RulesSnapshot, *, page_size: int, page_token: str) -> tuple[list[RuleView], str]:
     """One page of a snapshot and the token of the next ("" at the end). Tokens name
-    the last rule shown, so pages stay consistent while rules are added or removed."""
+    the last rule shown, so pages stay consistent while rules are added or removed;
+    FieldViolation on ``page_token`` for one this server did not issue."""
     size = RULES_PAGE_SIZE_DEFAULT if page_size <= 0 else min(page_size, RULES_PAGE_SIZE_MAX)
     rules = list(snapshot.rules)
     start = 0
     if page_token:
-        after = decode_page_token(page_token)
+        after = decode_page_token(page_token, tuple[int, str])
         start = next((i for i, view in enumerate(rules) if _ordering(view.rule) > after), len(rules))
     shown = rules[start : start + size]
     more = start + size < len(rules)
     token = encode_page_token(_ordering(shown[-1].rule)) if more and shown else ""
     return shown, token
-
-
-def encode_page_token(position: tuple[int, str]) -> str:
-    """An opaque ListRules page token."""
-    return base64.urlsafe_b64encode(msgspec.msgpack.encode(position)).decode()
-
-
-def decode_page_token(token: str) -> tuple[int, str]:
-    """Raises ValueError on a token this store did not make."""
-    try:
-        return _token_decoder.decode(base64.urlsafe_b64decode(token.encode()))
-    except (ValueError, msgspec.DecodeError) as error:
-        raise ValueError("page_token is not one this server returned") from error
 
 
 # --------------------------------------------------------------------------- live version

@@ -36,6 +36,7 @@ class ErrorReason(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     ETAG_MISMATCH: _ClassVar[ErrorReason]
     API_KEY_NOT_FOUND: _ClassVar[ErrorReason]
     CURRENCY_NOT_SUPPORTED: _ClassVar[ErrorReason]
+    CONTROL_STORE_UNAVAILABLE: _ClassVar[ErrorReason]
 
 class MemberStatus(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -78,6 +79,7 @@ RULE_ALREADY_EXISTS: ErrorReason
 ETAG_MISMATCH: ErrorReason
 API_KEY_NOT_FOUND: ErrorReason
 CURRENCY_NOT_SUPPORTED: ErrorReason
+CONTROL_STORE_UNAVAILABLE: ErrorReason
 MEMBER_STATUS_UNSPECIFIED: MemberStatus
 MEMBER_STATUS_ACTIVE: MemberStatus
 TRANSACTION_KIND_UNSPECIFIED: TransactionKind
