@@ -27,6 +27,7 @@ import msgspec
 
 from loyalty.actors.ledger.limits import LABEL_LENGTH_MAX, PAGE_SIZE_MAX
 from loyalty.server import limits as named
+from loyalty.server.errors import ConfigurationError, FieldViolation
 
 Role = Literal["pos", "ecommerce", "analytics", "admin"]
 ROLES: tuple[str, ...] = ("pos", "ecommerce", "analytics", "admin")
@@ -35,7 +36,7 @@ _SHA256_HEX = re.compile(r"[0-9a-f]{64}")
 _KEY_ID = re.compile(r"key_[0-9a-z_-]{1,60}")
 
 
-class SecurityConfigError(ValueError):
+class SecurityConfigError(ConfigurationError, ValueError):
     """The config file's [[api_keys]] or [limits] is malformed; the message says where."""
 
 
@@ -146,19 +147,19 @@ class _File(msgspec.Struct, frozen=True):
 
 
 def check_scope(field: str, values: tuple[str, ...] | list[str]) -> tuple[str, ...]:
-    """A channel or store list of a key, checked (raises ValueError naming the field)."""
+    """A channel or store list of a key, checked (raises FieldViolation)."""
     if len(values) > named.KEY_SCOPE_VALUES_MAX:
-        raise ValueError(f"{field}: at most {named.KEY_SCOPE_VALUES_MAX} values")
+        raise FieldViolation(field, f"at most {named.KEY_SCOPE_VALUES_MAX} values")
     for index, value in enumerate(values):
         if not value or len(value) > LABEL_LENGTH_MAX or not value.isprintable():
-            raise ValueError(f"{field}[{index}]: must be 1-{LABEL_LENGTH_MAX} printable characters")
+            raise FieldViolation(f"{field}[{index}]", f"must be 1-{LABEL_LENGTH_MAX} printable characters")
     return tuple(values)
 
 
 def check_key_name(field: str, name: str) -> str:
-    """A key name, checked (raises ValueError naming the field)."""
+    """A key name, checked (raises FieldViolation)."""
     if not name or len(name) > LABEL_LENGTH_MAX or not name.isprintable():
-        raise ValueError(f"{field}: must be 1-{LABEL_LENGTH_MAX} printable characters")
+        raise FieldViolation(field, f"must be 1-{LABEL_LENGTH_MAX} printable characters")
     return name
 
 
@@ -185,7 +186,7 @@ def load_security_config(toml_bytes: bytes) -> ConfigFileSecurity:
             check_key_name(f"{where}.name", seed.name)
             check_scope(f"{where}.channels", seed.channels)
             check_scope(f"{where}.store_ids", seed.store_ids)
-        except ValueError as error:
+        except FieldViolation as error:
             raise SecurityConfigError(str(error)) from None
         if not _SHA256_HEX.fullmatch(seed.secret_sha256):
             raise SecurityConfigError(
