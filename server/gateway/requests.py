@@ -11,8 +11,6 @@ Batch does the same for each item (``batch_items``), its paths under
 
 from __future__ import annotations
 
-import base64
-import binascii
 from typing import NamedTuple
 
 import msgspec
@@ -30,6 +28,7 @@ from loyalty.actors.ledger.limits import (
     REASON_LENGTH_MAX,
     RESERVATION_TTL_S_MAX,
 )
+from loyalty.server import page_tokens
 from loyalty.server.errors import FieldViolation
 from loyalty.server.gateway.fields import (
     CommandSpec,
@@ -42,7 +41,6 @@ from loyalty.server.gateway.fields import (
     Text,
     Timestamp,
 )
-from loyalty.server.limits import PAGE_TOKEN_LENGTH_MAX
 from loyalty.v1 import loyalty_pb2 as pb
 
 # ------------------------------------------------------------------- the specs
@@ -247,19 +245,12 @@ def encode_page_token(member_id: str, before_seq: int) -> str:
     """An opaque page token, bound to the member it was issued for."""
     if not before_seq:
         return ""
-    return base64.urlsafe_b64encode(f"{before_seq}:{member_id}".encode()).decode()
+    return page_tokens.encode_page_token((before_seq, member_id))
 
 
 def decode_page_token(member_id: str, token: str) -> int:
     """The transaction sequence a page token continues before."""
-    if len(token) > PAGE_TOKEN_LENGTH_MAX:  # ours are a number and an id, base64
-        raise FieldViolation("page_token", "is not a token this server issued")
-    try:
-        text = base64.urlsafe_b64decode(token.encode()).decode()
-        seq_text, _, owner = text.partition(":")
-        seq = int(seq_text)
-    except (binascii.Error, UnicodeError, ValueError):
-        raise FieldViolation("page_token", "is not a token this server issued") from None
+    seq, owner = page_tokens.decode_page_token(token, tuple[int, str])
     if owner != member_id or seq <= 0:
         raise FieldViolation("page_token", "is not a token this server issued for this member")
     return seq

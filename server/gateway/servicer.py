@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import grpc
-from grpc_status import rpc_status
 from loyalty.actors.ledger.commands import Command
 from loyalty.actors.ledger.outcomes import Outcome
 from loyalty.actors.ledger.program import DEFAULT_PROGRAM, CompiledProgram
@@ -14,15 +13,11 @@ from loyalty.server import errors
 from loyalty.server.gateway import requests
 from loyalty.server.gateway import responses
 from loyalty.server.errors import FieldViolation, GatewayError
+from loyalty.server.errors import abort as _abort
 from loyalty.server.gateway.routing import CommandRouter
 from loyalty.server.limits import BATCH_ITEMS_MAX
 from loyalty.v1 import loyalty_pb2 as pb
 from loyalty.v1 import loyalty_pb2_grpc as pb_grpc
-
-
-async def _abort(context: grpc.aio.ServicerContext, status) -> None:
-    converted = rpc_status.to_status(status)
-    await context.abort(converted.code, converted.details, converted.trailing_metadata)
 
 
 # Statuses GetOperation reports as its own error: nothing is stored to show.
