@@ -1,4 +1,4 @@
-"""The README's SDK example runs as written, against the in-process fake."""
+"""The SDK docs' checkout example (docs/sdk.md) runs as written, against the in-process fake."""
 
 from __future__ import annotations
 
@@ -11,12 +11,12 @@ import pytest
 from loyalty.clients import LoyaltyClient
 from loyalty.clients.testing import FakeLoyaltyServer
 
-README = pathlib.Path(__file__).resolve().parent.parent / "README.md"
+README = pathlib.Path(__file__).resolve().parent.parent / "docs" / "sdk.md"
 
 
 def example_code() -> str:
     """The first Python block of the section: the e-commerce example."""
-    section = README.read_text().split("### Example: an e-commerce checkout with points", 1)[1]
+    section = README.read_text().split("## Example: an e-commerce checkout with points", 1)[1]
     return re.findall(r"```python\n(.*?)```", section, flags=re.S)[0]
 
 
