@@ -4,6 +4,7 @@ invalid item."""
 
 from __future__ import annotations
 
+import pytest
 from google.protobuf import timestamp_pb2
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -18,7 +19,9 @@ from loyalty.actors.ledger.limits import (
     REASON_LENGTH_MAX,
     RESERVATION_TTL_S_MAX,
 )
+from loyalty.actors.ledger import commands as c
 from loyalty.server.gateway import requests
+from loyalty.server.gateway.fields import CommandSpec, Identifier
 from loyalty.server.errors import FieldViolation
 from loyalty.server.limits import TIMESTAMP_MS_MAX
 from loyalty.v1 import loyalty_pb2 as pb
@@ -247,3 +250,27 @@ def test_an_invalid_item_names_its_own_index_and_first_bad_field():
         1: ("items[1].earn.purchase.lines[0].quantity", "must be between 1 and 1000000, got 0"),
         2: ("items[2]", "no operation is set"),
     }
+
+
+@EXAMPLES
+@given(ids=IDENTIFIERS, request_id=st.sampled_from(["", "r-1", "a b"]), purchase=purchases())
+def test_the_unary_only_specs_check_what_they_read(ids, request_id, purchase):
+    """The compiled check of each spec outside Batch accepts what its read accepts and
+    builds the same command."""
+    earn = pb.EarnRequest(member_id=ids, request_id=request_id, purchase=purchase)
+    for spec, request in [
+        (requests.SIMULATE_EARN, earn),
+        (requests.GET_MEMBER, pb.GetMemberRequest(member_id=ids)),
+        (requests.GET_BALANCE, pb.GetBalanceRequest(member_id=ids)),
+        (requests.GET_OPERATION, pb.GetOperationRequest(member_id=ids, request_id=request_id)),
+    ]:
+        command = spec.check(request)  # None: refused
+        try:
+            assert spec.read(request) == command
+        except FieldViolation:
+            assert command is None
+
+
+def test_a_spec_must_fill_every_field_of_its_command():
+    with pytest.raises(ValueError, match="Redeem"):
+        CommandSpec(c.Redeem, (Identifier("member_id"), Identifier("request_id")))
