@@ -1,7 +1,21 @@
-"""Shared pytest fixtures: one embedded Redis per test session."""
+"""Shared pytest fixtures (one embedded Redis and one Ray per test session) and the
+test tiers.
+
+Every test gets one tier marker, so a run can pick a tier with ``-m``:
+
+- ``pure``: no Redis, Ray or server; the whole tier takes seconds;
+- ``integration``: uses the session's Redis or Ray (directly or through other fixtures);
+- ``faults``: the fault runs, which kill or stop Redis, shards and gateways.
+
+A marker written on a test function wins; otherwise the test's module and fixtures
+decide (see :func:`tier_of`). A pure test that starts a redis-server or Ray's
+processes anyway fails at once, so the pure tier stays pure.
+"""
 
 from __future__ import annotations
 
+import os
+import sys
 import uuid
 from collections.abc import Iterator
 
@@ -9,6 +23,81 @@ import pytest
 import redis
 
 from loyalty.server.runtime.embedded_redis import EmbeddedRedis
+
+# --------------------------------------------------------------------------- test tiers
+
+TIERS = ("pure", "integration", "faults")
+
+FAULT_MODULES = frozenset({"test_faults.py", "test_self_healing.py", "test_redis_supervision.py"})
+"""Modules of fault runs: every test in them is ``faults`` unless marked otherwise."""
+
+BACKEND_FIXTURES = frozenset({"redis_server", "ray_session"})
+"""Fixtures that start the session's Redis or Ray: a test that needs one is ``integration``."""
+
+BACKEND_PROGRAMS = frozenset({"redis-server", "gcs_server", "raylet"})
+"""Programs a pure test must not start: Redis, and the first two processes of a Ray."""
+
+
+def tier_of(item: pytest.Item) -> str:
+    """The tier marker written on the test (the closest one), else ``faults`` for a
+    test in FAULT_MODULES, ``integration`` for one that needs a BACKEND_FIXTURES
+    fixture (``fixturenames`` holds every fixture it needs, through other fixtures
+    too), and ``pure`` for the rest."""
+    for marker in item.iter_markers():
+        if marker.name in TIERS:
+            return marker.name
+    if item.path.name in FAULT_MODULES:
+        return "faults"
+    if BACKEND_FIXTURES.intersection(item.fixturenames):
+        return "integration"
+    return "pure"
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Give every test that has no tier marker of its own the one tier_of says."""
+    for item in items:
+        tier = tier_of(item)
+        if item.get_closest_marker(tier) is None:
+            item.add_marker(tier)
+
+
+class _PureTierGuard:
+    """An audit hook that, while a pure test (with its fixtures) runs, refuses to
+    start any of the BACKEND_PROGRAMS in this process."""
+
+    def __init__(self) -> None:
+        self.test: str | None = None
+        """The node id of the pure test running now; None outside pure tests."""
+
+    def __call__(self, event: str, arguments: tuple) -> None:
+        if event != "subprocess.Popen" or self.test is None:
+            return
+        executable, argv = arguments[0], arguments[1]
+        if executable is None:
+            executable = argv.split()[0] if isinstance(argv, str) else argv[0]
+        program = os.path.basename(os.fsdecode(executable))
+        if program in BACKEND_PROGRAMS:
+            raise RuntimeError(
+                f"{self.test} is in the pure tier but starts {program}: give it the redis_server "
+                "or ray_session fixture, or mark it @pytest.mark.integration"
+            )
+
+
+_pure_tier_guard = _PureTierGuard()
+sys.addaudithook(_pure_tier_guard)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None):
+    """Arm the pure-tier guard for the setup, call and teardown of a pure test."""
+    _pure_tier_guard.test = item.nodeid if item.get_closest_marker("pure") is not None else None
+    try:
+        yield
+    finally:
+        _pure_tier_guard.test = None
+
+
+# --------------------------------------------------------------------------- Redis
 
 
 @pytest.fixture(scope="session")

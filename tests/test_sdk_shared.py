@@ -49,7 +49,7 @@ def fake_server():
         yield fake
 
 
-@pytest.fixture(params=["fake", "real"])
+@pytest.fixture(params=["fake", pytest.param("real", marks=pytest.mark.integration)])
 def target(request) -> str:
     """The address of the fake or of the real server."""
     if request.param == "fake":

@@ -116,6 +116,7 @@ def test_a_shard_bug_is_internal_and_the_connection_stays_usable(redis_server, k
     assert channel.connects == 1
 
 
+@pytest.mark.integration
 def test_a_journal_outage_is_unavailable_and_the_shard_serves_again_after_it(tmp_path, key_prefix):
     with EmbeddedRedis(tmp_path / "redis", appendfsync="always") as redis_server:
         shard = new_shard(redis_server.url, key_prefix, redis_socket_timeout_s=2.0)
