@@ -15,7 +15,7 @@ import os
 
 import pytest
 
-from loyalty.server.chaos.run import FAULTS, ChaosRun, ChaosSettings
+from loyalty.server.chaos import FAULTS, ChaosRun, ChaosSettings
 from loyalty.server.runtime.embedded_redis import EmbeddedRedis
 
 

@@ -7,10 +7,11 @@ import os
 import signal
 
 import psutil
+import pytest
 import redis
 
 from loyalty.actors.outage import OutageLog
-from loyalty.server.chaos.run import ChaosReport, ChaosSettings, FaultRecord
+from loyalty.server.chaos import ChaosReport, ChaosSettings, FaultRecord
 from loyalty.server.runtime.embedded_redis import EmbeddedRedis
 
 DEADLINE_S = 60.0
@@ -77,6 +78,7 @@ def test_a_restart_that_fails_is_logged_with_redis_reason_and_retried_until_it_w
         server.stop()
 
 
+@pytest.mark.pure
 def test_outage_log_one_line_down_bounded_summaries_one_line_back(caplog):
     now = [0.0]
     logger = logging.getLogger("loyalty.test.outage")
@@ -102,6 +104,7 @@ def test_outage_log_one_line_down_bounded_summaries_one_line_back(caplog):
     assert messages[-1] == "thing is back after 100.00 s (100 failures)"
 
 
+@pytest.mark.pure
 def test_chaos_verdict_fails_on_unexpected_codes_and_unrecovered_faults():
     clean = ChaosReport(ChaosSettings(), [FaultRecord("redis_crash", "", recovery_s=0.5)])
     assert clean.ok

@@ -108,7 +108,9 @@ class LoyaltyServer:
         self._embedded_redis: EmbeddedRedis | None = None
         self._started_ray = False
         self.actors: list = []
+        """The shard actors, by shard index (set by start_shards)."""
         self.actor_names: list[str] = []
+        """Their Ray names, which extra gateway processes look them up by."""
         self.router: ShardRouter | None = None
         self._gateway: Gateway | None = None
         self._workers: list[subprocess.Popen] = []
@@ -142,18 +144,31 @@ class LoyaltyServer:
                 logging_level=logging.WARNING,
             )
             self._started_ray = True
-        template = ShardSettings(
-            shard_index=0,
-            redis_url=self.redis_url,
-            key_prefix=config.key_prefix,
-            program=config.program,
-            snapshot_every_events=config.snapshot_every_events,
-            snapshot_every_s=config.snapshot_every_s,
-            hot_members=config.hot_members,
-        )
-        # Names are unique per run: a restarted gateway never collides with the
-        # actors of its predecessor while Ray is still tearing them down (and epoch
-        # fencing keeps any such straggler from writing).
+        self.start_shards()
+
+    def start_shards(self, template: ShardSettings | None = None) -> None:
+        """Start one shard actor per shard (Redis and Ray must be up) and wait until
+        each has recovered its state; ``actors`` and ``actor_names`` then hold them.
+
+        The names are fresh for every start: a restarted server never collides with
+        the actors of its predecessor while Ray is still tearing them down (and epoch
+        fencing keeps any such straggler from writing). ``template``: the shards'
+        settings (any shard_index); by default built from the config. A caller that
+        brings its own Redis and Ray and tunes the shards beyond the config (the
+        fault-injection harness) calls this instead of :meth:`start_backends`.
+        """
+        config = self.config
+        if template is None:
+            template = ShardSettings(
+                shard_index=0,
+                redis_url=self.redis_url,
+                key_prefix=config.key_prefix,
+                program=config.program,
+                snapshot_every_events=config.snapshot_every_events,
+                snapshot_every_s=config.snapshot_every_s,
+                hot_members=config.hot_members,
+            )
+        shard_count = config.shards or os.cpu_count() or 1
         run_id = uuid.uuid4().hex[:8]
         self.actor_names = [f"{config.key_prefix}-{run_id}-shard-{i}" for i in range(shard_count)]
         self.actors = start_shard_actors(template, self.actor_names, namespace=config.namespace)
