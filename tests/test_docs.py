@@ -25,6 +25,12 @@ file: lower case, punctuation other than ``-`` and ``_`` dropped, spaces to ``-`
 
 Modules: every ``python -m loyalty.<module>`` command the docs show must name a module
 of the package, found through pyproject.toml's package-dir mapping (nothing is imported).
+Names: inline code outside fenced blocks that is a dotted ``loyalty.`` name
+(``loyalty.clients.errors``, ``loyalty.clients.testing.FakeLoyaltyServer``,
+``loyalty.v1.LoyaltyService/Earn``) must name a module of the package; a name after the
+longest module must appear in that module's source (or be a gRPC service of a .proto
+beside it, and a ``/Method`` one of its rpcs). Deeper attributes are not checked.
+Names ending in a file suffix (``loyalty.toml``) are files, not names.
 
 The checks run on one function each so that a test can run them on a copy with a bad
 path and see them fail (``test_the_checks_can_fail``). The README's SDK example runs
@@ -53,6 +59,8 @@ PATH_TOKEN = re.compile(
 LINK = re.compile(r"(?<!!)\[(?:[^\]\[]|\[[^\]]*\])*\]\(([^()\s]+)(?:\s+\"[^\"]*\")?\)")
 LINK_TARGET = re.compile(r"\]\([^()\s]+(?:\s+\"[^\"]*\")?\)")
 INLINE_CODE = re.compile(r"`[^`\n]*`")
+DOTTED_NAME = re.compile(r"^(?:python -m )?(loyalty(?:\.\w+)+)(?:/(\w+|\*))?(?:\(.*\))?(?: .*)?$")
+FILE_SUFFIXES = ("toml", "proto", "py", "md", "yaml", "yml", "json", "pem", "key")
 PYTHON_M = re.compile(r"python -m (loyalty(?:\.\w+)+)")
 
 
@@ -179,6 +187,45 @@ def unknown_modules(files: list[pathlib.Path], root: pathlib.Path = ROOT) -> lis
     return problems
 
 
+def unknown_names(files: list[pathlib.Path], root: pathlib.Path = ROOT) -> list[str]:
+    problems = []
+    for file in files:
+        outside, _ = split_fences(file.read_text())
+        for number, line in enumerate(outside.splitlines(), 1):
+            for code in re.findall(r"`([^`\n]+)`", line):
+                match = DOTTED_NAME.match(code)
+                if not match or match.group(1).rsplit(".", 1)[1] in FILE_SUFFIXES:
+                    continue
+                problem = name_problem(match.group(1), match.group(2), root)
+                if problem:
+                    problems.append(f"{file.relative_to(root)}:{number}: {code}: {problem}")
+    return problems
+
+
+def name_problem(dotted: str, method: str | None, root: pathlib.Path) -> str | None:
+    parts = dotted.split(".")
+    for length in range(len(parts), 0, -1):
+        module = module_file(".".join(parts[:length]), root)
+        if module is not None:
+            break
+    else:
+        return "no such module"
+    rest = parts[length:]
+    if not rest:
+        return None if method is None else f"{method} is not a method of a module"
+    name = rest[0]
+    for proto in sorted(module.parent.glob("*.proto")):
+        text = proto.read_text()
+        service = re.search(rf"^service {name}\s*\{{(.*?)^\}}", text, flags=re.M | re.S)
+        if service:
+            if method in (None, "*") or re.search(rf"\brpc {method}\s*\(", service.group(1)):
+                return None
+            return f"service {name} has no rpc {method}"
+    if method is None and re.search(rf"\b{re.escape(name)}\b", module.read_text()):
+        return None
+    return f"{name} is not in {module.relative_to(root)}"
+
+
 def test_there_are_docs_to_check():
     files = doc_files()
     assert len(files) > 5
@@ -196,6 +243,10 @@ def test_every_relative_link_resolves():
 
 def test_every_module_the_docs_run_exists():
     assert unknown_modules(doc_files()) == []
+
+
+def test_every_package_name_the_docs_use_exists():
+    assert unknown_names(doc_files()) == []
 
 
 def test_the_readme_links_every_docs_file():
@@ -217,7 +268,7 @@ def test_the_readme_keeps_the_commands_ci_runs():
 def test_the_checks_can_fail(tmp_path):
     (tmp_path / "docs").mkdir()
     (tmp_path / "server").mkdir()
-    (tmp_path / "server" / "real.py").write_text("")
+    (tmp_path / "server" / "real.py").write_text("class Thing:\n    pass\n")
     (tmp_path / ".gitignore").write_text("bench/out/\n")
     (tmp_path / "pyproject.toml").write_text('[tool.setuptools.package-dir]\n"loyalty.server" = "server"\n')
     (tmp_path / "README.md").write_text(textwrap.dedent("""\
@@ -229,9 +280,10 @@ def test_the_checks_can_fail(tmp_path):
         [a doc](docs/other.md#known-section), [missing](docs/nowhere.md),
         [bad anchor](docs/other.md#no-such-heading), [here](#known-section),
         [web](https://example.com/server/x.py), ./data, `rules.toml`, bench/out/x.csv.
+        `loyalty.server.real.Thing`, `loyalty.server.real.Gone`, `loyalty.server.gone`, `loyalty.toml`.
 
         ```bash
-        python server/missing_script.py   # run me
+        python server/missing_script.py   # run me, `loyalty.server.gone` in a block is not checked
         python -m loyalty.server.real
         python -m loyalty.server.unreal
         ```
@@ -241,14 +293,18 @@ def test_the_checks_can_fail(tmp_path):
     assert missing_paths(files, tmp_path) == [
         "README.md:5: server/gone.py does not exist",
         "README.md:5: server/also_gone.py does not exist",
-        "README.md:11: server/missing_script.py does not exist",
+        "README.md:12: server/missing_script.py does not exist",
     ]
     assert broken_links(files, tmp_path) == [
         "README.md:6: docs/nowhere.md: docs/nowhere.md does not exist",
         "README.md:7: docs/other.md#no-such-heading: no heading with anchor #no-such-heading in other.md",
         "docs/other.md:3: ../server/nope.py: ../server/nope.py does not exist",
     ]
-    assert unknown_modules(files, tmp_path) == ["README.md:13: no module loyalty.server.unreal"]
+    assert unknown_modules(files, tmp_path) == ["README.md:14: no module loyalty.server.unreal"]
+    assert unknown_names(files, tmp_path) == [
+        "README.md:9: loyalty.server.real.Gone: Gone is not in server/real.py",
+        "README.md:9: loyalty.server.gone: no such module",
+    ]
 
 
 @pytest.mark.parametrize(
