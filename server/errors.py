@@ -38,8 +38,9 @@ gRPC code follows from the reason, in ``_CODES``)::
     └── InternalError               a bug; never mapped to a reason (gRPC INTERNAL/UNKNOWN)
         └── ShardFailed             a shard raised something unexpected (gateway/data_channel.py)
 
-Every answered failure reaches the wire through ``status_of`` and ``abort``; nothing
-else builds a google.rpc.Status for a server exception.
+``status_of`` is the google.rpc.Status an exception is answered with, and ``abort``
+ends a call with a google.rpc.Status: every servicer and the guard answer through
+these two.
 """
 
 from __future__ import annotations

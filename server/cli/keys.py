@@ -2,8 +2,10 @@
 
 By default it talks to a running server through AdminService (``--target``, with an
 admin key from ``--api-key`` or ``$LOYALTY_API_KEY``; none is needed while the server
-has no keys, on loopback). With ``--redis-url`` it writes to Redis directly instead:
-the way to make the first admin key of a deployment whose Redis you run yourself.
+has no keys, on loopback). With ``--redis-url`` it writes to Redis directly instead,
+through the same key use-cases the server runs (server/admin/keys.py), audited as the
+command line: the way to make the first admin key of a deployment whose Redis you run
+yourself.
 ``loyalty keys generate`` makes a secret and its hash for ``[[api_keys]]`` in the
 config file, without any server.
 

@@ -17,6 +17,8 @@ Roles (``ROLE_METHODS`` is the table; the README shows it):
 - ``admin``: everything, including Adjust, rules, keys and the audit log.
 
 Health checking and reflection are open to everyone (load balancers probe them).
+Every other call runs as its ``Caller`` (server/security/caller.py), which the
+AdminService hands to the admin use-cases so their audit events name it.
 """
 
 from __future__ import annotations
