@@ -25,6 +25,7 @@ file: lower case, punctuation other than ``-`` and ``_`` dropped, spaces to ``-`
 
 Modules: every ``python -m loyalty.<module>`` command the docs show must name a module
 of the package, found through pyproject.toml's package-dir mapping (nothing is imported).
+
 Names: inline code outside fenced blocks that is a dotted ``loyalty.`` name
 (``loyalty.clients.errors``, ``loyalty.clients.testing.FakeLoyaltyServer``,
 ``loyalty.v1.LoyaltyService/Earn``) must name a module of the package; a name after the
