@@ -8,10 +8,11 @@
 - ``runtime/``: assembly, the supervised embedded Redis, Ray start-up, gateway processes.
 - ``cli/``: the ``loyalty`` command, one module per subcommand.
 - ``chaos/``: fault injection with a loss checker; nothing else imports it.
-- ``errors``: the one error vocabulary and its mapping to gRPC; ``limits``: named limits.
+- ``errors``: the one error vocabulary and its mapping to gRPC; ``limits``: named limits;
+  ``page_tokens``: the page-token codec of every List RPC.
 
-Layers, lowest first: errors and limits; stores; security; gateway; admin; runtime;
-cli and chaos. A module imports only from its own layer or lower ones
+Layers, lowest first: errors, limits and page_tokens; stores; security; gateway;
+admin; runtime; cli and chaos. A module imports only from its own layer or lower ones
 (tests/test_project.py checks it); ``loyalty.server`` may import ``loyalty.actors``,
 never the other way round.
 """
