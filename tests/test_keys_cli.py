@@ -9,6 +9,7 @@ import grpc
 import pytest
 
 from loyalty.server.cli import main as cli
+from loyalty.server.runtime.embedded_redis import free_port
 from loyalty.server.stores.keys import hash_secret
 from loyalty.server.security.config import load_security_config
 from loyalty.v1 import loyalty_pb2 as pb
@@ -123,3 +124,12 @@ def test_the_first_key_made_on_an_open_loopback_server_turns_authentication_on(l
     secret = json.loads(out)["secret"]
     assert _answer(loyalty_server.target, None) == grpc.StatusCode.UNAUTHENTICATED
     assert _answer(loyalty_server.target, secret) == grpc.StatusCode.NOT_FOUND
+
+
+def test_straight_to_an_unreachable_redis_every_subcommand_says_the_key_store_is_unavailable(capsys):
+    direct = ["--redis-url", f"redis://127.0.0.1:{free_port()}"]
+    for argv in (["create", "--name", "till", "--role", "pos"], ["list"], ["rotate", "key_0123456789abcdef"],
+                 ["revoke", "key_0123456789abcdef"], ["audit"]):  # fmt: skip
+        code, out, err = _run(capsys, *argv, *direct)
+        assert code == 1 and out == "", argv
+        assert "the key store is unavailable" in err, (argv, err)
