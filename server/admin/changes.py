@@ -6,7 +6,8 @@ through AdminService, the CLI or the config file at start).
    change's audit event; a retry finds the record and is answered from it instead
    (REQUEST_ID_CONFLICT when the id was another request's). See
    server/stores/admin_requests.py for why this is safe.
-2. ``after_change`` runs (a gateway reloads its copy of the keys), on a replay too.
+2. The gateway that made the change takes it up, on a replay too: it reloads its
+   copy of the keys (``after_change``) or adopts the new rules version.
 3. The audit event is appended. With a request_id: once (a marker in Redis), and if
    that fails the change stands and the call fails with AuditNotWritten, so the retry
    with the same request_id appends it. Without one there is nothing a retry could
