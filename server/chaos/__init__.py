@@ -1,7 +1,8 @@
 """Fault injection with a checker that can see loss (``loyalty chaos``).
 
-A product feature that nothing else imports. May import: ``loyalty.server.runtime``,
-``loyalty.actors``, ``loyalty.v1``. Its modules, each importing only those above it:
+A product feature that only the ``loyalty`` CLI imports. May import:
+``loyalty.server.runtime``, ``loyalty.actors``, ``loyalty.v1``. Its modules, each
+importing only those listed above it:
 
 - ``workload``: the clients, their mixed operations and the history of what they saw;
 - ``gateway``: the server under test, with shard actors of its own, restartable;

@@ -17,7 +17,8 @@ from loyalty.server.runtime.app import LoyaltyServer
 
 class BackgroundGateway:
     """Starts ``server.start()`` on a new uvloop loop in a daemon thread; the shard
-    actors (``server.actors``) must already be running."""
+    actors must already be running (``server.start_backends()`` or
+    ``server.start_shards()``)."""
 
     def __init__(self, server: LoyaltyServer, *, thread_name: str = "loyalty-gateway") -> None:
         self.server = server

@@ -212,9 +212,9 @@ class EmbeddedRedis:
         self._process: subprocess.Popen[bytes] | None = None
         self._ready: subprocess.Popen[bytes] | None = None
         """The child once it answered PING: the one the supervisor watches."""
-        # Guards _process and _ready. The supervisor waits on it for a child to watch; our own
-        # stop/kill clear _process before they signal the child, so the supervisor
-        # can tell their exits from a crash.
+        # Guards _process and _ready. The supervisor waits on it for a child to watch;
+        # our own stop/kill clear _process before they signal the child, so the
+        # supervisor can tell their exits from a crash.
         self._changed = threading.Condition()
         self._stopping = threading.Event()
         self._supervisor: threading.Thread | None = None
@@ -546,7 +546,7 @@ def _reason_from_log(log_tail: str) -> str:
     their prefixes and without the boilerplate every start logs."""
     warnings = []
     for line in log_tail.splitlines():
-        prefix, marker, text = line.partition(" # ")
+        _prefix, marker, text = line.partition(" # ")
         if marker and not any(noise in text for noise in _LOG_NOISE):
             warnings.append(text.strip())
         elif not marker and line.strip() and ":" not in line[:12]:
