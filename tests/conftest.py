@@ -3,13 +3,13 @@ test tiers.
 
 Every test gets one tier marker, so a run can pick a tier with ``-m``:
 
-- ``pure``: no Redis, Ray or server; the whole tier takes seconds;
+- ``pure``: no Redis, Ray or server; the whole tier takes well under a minute;
 - ``integration``: uses the session's Redis or Ray (directly or through other fixtures);
 - ``faults``: the fault runs, which kill or stop Redis, shards and gateways.
 
-A marker written on a test function wins; otherwise the test's module and fixtures
-decide (see :func:`tier_of`). A pure test that starts a redis-server or Ray's
-processes anyway fails at once, so the pure tier stays pure.
+A tier marker written on a test (or on its parameter) wins; otherwise the test's
+module and fixtures decide (see :func:`tier_of`). A pure test that starts a
+redis-server or Ray's processes anyway fails at once, so the pure tier stays pure.
 """
 
 from __future__ import annotations
@@ -63,7 +63,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 class _PureTierGuard:
     """An audit hook that, while a pure test (with its fixtures) runs, refuses to
-    start any of the BACKEND_PROGRAMS in this process."""
+    start any of the BACKEND_PROGRAMS from this process (a program that a child
+    process starts is out of its sight)."""
 
     def __init__(self) -> None:
         self.test: str | None = None
