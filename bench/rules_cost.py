@@ -22,6 +22,7 @@ import time
 from loyalty.actors.ledger import CompiledProgram, Program, ShardCore, codec
 from loyalty.actors.ledger import commands as c
 from loyalty.actors.ledger.ledger import fingerprint
+from loyalty.actors.ledger.ops.earn import budget_taker, decide_earn
 from loyalty.actors.ledger.rules import (
     Rule,
     RuleBudget,
@@ -149,7 +150,7 @@ def decision_us(rules: tuple[Rule, ...], rounds: int, earns: int) -> float:
         ledger.budget_source = budget
         start = time.perf_counter()
         for command, digest in zip(commands, digests):
-            ledger._decide_earn(command, member, NOW_MS, digest, ledger._budget_taker(NOW_MS, events)[0])
+            decide_earn(ledger, command, member, NOW_MS, digest, budget_taker(ledger, NOW_MS, events)[0])
         best = min(best, time.perf_counter() - start)
         for event in events:  # leases taken on the way: keep the shard's balance right
             ledger.apply(event)

@@ -101,7 +101,9 @@ return_lines = st.one_of(
 
 
 def mutations() -> st.SearchStrategy:
-    """Any mutation, with a request id that may be None (filled in by the machine)."""
+    """Any mutation the gateway lets through (the core asserts the rest: see
+    test_ledger_scenarios.py), with a request id that may be None (filled in by the
+    machine)."""
     return st.one_of(
         st.builds(
             c.EnrollMember,
@@ -110,14 +112,20 @@ def mutations() -> st.SearchStrategy:
             st.sampled_from([{}, {"tier": "gold"}, {"tier": "silver", "region": "eu"}]),
         ),
         st.builds(c.Earn, members, request_ids, st.sampled_from(CURRENCIES), lines, st.just("web"), st.just("s1"), st.just(0)),
-        st.builds(c.Redeem, members, request_ids, st.integers(0, 200)),
+        st.builds(c.Redeem, members, request_ids, st.integers(1, 200)),
         st.builds(c.Capture, members, request_ids, st.sampled_from(RESERVATION_IDS), st.integers(0, 150)),
         st.builds(c.Release, members, request_ids, st.sampled_from(RESERVATION_IDS)),
         st.builds(
             c.Reverse, members, request_ids, st.one_of(st.sampled_from(REQUEST_IDS), st.just("unknown")), return_lines
         ),
-        st.builds(c.Adjust, members, request_ids, st.integers(-200, 200), st.sampled_from(["", "goodwill"])),
-        st.builds(c.Reserve, members, request_ids, st.integers(0, 200), st.sampled_from(TTLS_S)),
+        st.builds(
+            c.Adjust,
+            members,
+            request_ids,
+            st.one_of(st.integers(-200, -1), st.integers(1, 200)),
+            st.sampled_from(["typo", "goodwill"]),
+        ),
+        st.builds(c.Reserve, members, request_ids, st.integers(1, 200), st.sampled_from(TTLS_S)),
     )
 
 
@@ -434,7 +442,7 @@ class LedgerMachine(RuleBasedStateMachine):
         assert outcome.available_at_ms == self.now + self.program.return_window_ms
         assert outcome.expires_at_ms == self.program.expires_at_ms(self.now)
 
-    @rule(member_id=members, request_id=request_ids, points=st.integers(0, 80))
+    @rule(member_id=members, request_id=request_ids, points=st.integers(1, 80))
     def redeem(self, member_id, request_id, points) -> None:
         before, outcome = self.send_watched(self._fill(c.Redeem(member_id, request_id, points)))
         if outcome is None:
@@ -447,7 +455,7 @@ class LedgerMachine(RuleBasedStateMachine):
         else:
             assert outcome.status == Status.INSUFFICIENT_POINTS, (before, outcome)
 
-    @rule(member_id=members, request_id=request_ids, points=st.integers(0, 80), ttl_s=st.sampled_from(HOLD_TTLS_S))
+    @rule(member_id=members, request_id=request_ids, points=st.integers(1, 80), ttl_s=st.sampled_from(HOLD_TTLS_S))
     def reserve(self, member_id, request_id, points, ttl_s) -> None:
         before, outcome = self.send_watched(self._fill(c.Reserve(member_id, request_id, points, ttl_s)))
         if outcome is None:
@@ -824,7 +832,7 @@ def test_snapshot_of_many_members_spans_chunks(monkeypatch):
     monkeypatch.setattr(codec, "SNAPSHOT_MEMBERS_PER_CHUNK", 3)
     core = ShardCore(CompiledProgram(Program()))
     core.apply_batch([c.EnrollMember(f"m{i}", "e", {}) for i in range(7)], T0)
-    core.apply_batch([c.Adjust(f"m{i}", "a", i + 1, "") for i in range(7)], T0 + 1)
+    core.apply_batch([c.Adjust(f"m{i}", "a", i + 1, "welcome") for i in range(7)], T0 + 1)
     chunks = list(core.snapshot_chunks())
     assert len(chunks) == 1 + 3
     restored = ShardCore(CompiledProgram(Program()))

@@ -339,7 +339,7 @@ def test_same_request_id_with_a_different_payload_is_a_conflict_and_changes_noth
     shop = shop_with_points(100)
     original = shop.raw(c.Redeem("m", "r1", 30))[0]
     before = shop.state()
-    for command in (c.Redeem("m", "r1", 31), c.Adjust("m", "r1", 30, ""), earn("r1", line("a", 3000))):
+    for command in (c.Redeem("m", "r1", 31), c.Adjust("m", "r1", 30, "welcome"), earn("r1", line("a", 3000))):
         outcome = shop.do(command)
         assert outcome.status == Status.REQUEST_ID_CONFLICT, command
         assert shop.last_record is None
@@ -875,7 +875,7 @@ def test_forgetting_a_closed_reservation_keeps_younger_outcomes():
     hold = shop.reserve(10, ttl_s=60)
     shop.release(hold.reservation_id)
     shop.advance(days=2)
-    kept = shop.raw(c.Adjust("m", "young", 5, ""))[0]
+    kept = shop.raw(c.Adjust("m", "young", 5, "welcome"))[0]
     shop.advance(days=1, ms=1)
     assert shop.raw(c.GetOperation("m", "young"))[0] == kept
 
@@ -1002,3 +1002,66 @@ def test_an_earn_reusing_a_forgotten_request_id_of_a_kept_purchase_is_a_conflict
     assert shop.balance().available == 50  # not paid twice
     returned = shop.reverse("receipt-1")
     assert returned.status == Status.OK and returned.points == 50
+
+
+# ---------------------------------------------------------------------- what the gateway validated
+
+_LONG_ID = "x" * 129  # limits.ID_LENGTH_MAX + 1
+_LINE = c.Line("a", "general", 1, 1_000)
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        c.GetBalance(""),
+        c.EnrollMember("m", ""),
+        c.EnrollMember("m2", "r", {f"k{i}": "v" for i in range(33)}),  # limits.ATTRIBUTES_MAX + 1
+        c.Earn("m", "", "USD", (_LINE,)),
+        c.Earn(_LONG_ID, "r", "USD", (_LINE,)),
+        c.Earn("m", "r", "USD", ()),
+        c.Earn("m", "r", "USD", (_LINE,) * 501),  # limits.PURCHASE_LINES_MAX + 1
+        c.Earn("m", "r", "", (_LINE,)),
+        c.Earn("m", "r", "USD", (c.Line("a", "general", 1, -1),)),
+        c.SimulateEarn("m", "", "USD", ()),
+        c.Redeem("m", "r", 0),
+        c.Redeem("m", "r", -5),
+        c.Redeem("m", "r", 10**12 + 1),  # limits.POINTS_MAX + 1
+        c.Reserve("m", "r", 0),
+        c.Reserve("m", "r", 5, 7 * 24 * 3600 + 1),  # limits.RESERVATION_TTL_S_MAX + 1
+        c.Capture("m", "r", ""),
+        c.Capture("m", "r", "rsv-1", -1),
+        c.Release("m", "r", ""),
+        c.Reverse("m", "r", ""),
+        c.Reverse("m", "r", "buy", (c.ReturnLine("a", 1),) * 501),
+        c.Adjust("m", "r", 0, "why"),
+        c.Adjust("m", "r", 5, ""),
+        c.Adjust("m", "r", -(10**12) - 1, "why"),
+    ],
+    ids=lambda command: type(command).__name__,
+)
+@pytest.mark.skipif(not __debug__, reason="python -O strips the core's asserts")
+def test_a_command_the_gateway_refuses_trips_an_assert_in_the_core(command):
+    # The gateway validates every field (loyalty.server.gateway.requests); the core
+    # asserts what it relies on, so a gateway bug fails the batch loudly (the shard
+    # then drops its in-memory state) instead of becoming a ledger entry.
+    shop = Shop()
+    shop.enroll()
+    shop.earn(line("a", 10_000), rid="buy")
+    with pytest.raises(AssertionError, match="the gateway validates this"):
+        shop.core.apply_batch([command], shop.now)
+
+
+def test_commands_at_the_gateway_limits_pass_the_core_asserts():
+    shop = Shop()
+    shop.enroll(member_id="y" * 128, **{f"k{i}": "v" for i in range(32)})
+    shop.enroll()
+    shop.earn(line("a", 10**15), line("b", 0), rid="r" * 128)
+    assert shop.balance().available == 10**13
+    outcomes = shop.raw(
+        c.Redeem("m", "redeem", 10**12),
+        c.Reserve("m", "reserve", 1, 7 * 24 * 3600),
+        c.Capture("m", "capture", "rsv-1", 0),
+        c.Adjust("m", "adjust", -(10**12), "r" * 256),
+        c.Reverse("m", "reverse", "r" * 128, (c.ReturnLine("b", 1),)),
+    )
+    assert [codec.decode_outcome(outcome).status for outcome in outcomes] == [Status.OK] * 5

@@ -1,7 +1,7 @@
 """Encoders and decoders, built once: batches, outcomes, journal records, snapshots.
 
-Everything that crosses a process boundary (gateway -> shard over Ray, shard ->
-Redis) is msgpack produced by msgspec, never pickled objects.
+Everything that crosses a process boundary (gateway -> shard over the shard's data
+channel, shard -> Redis) is msgpack produced by msgspec, never pickled objects.
 """
 
 from __future__ import annotations

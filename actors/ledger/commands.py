@@ -1,11 +1,14 @@
-"""Commands a shard applies: what gateways send, msgspec-encoded, one Ray call per batch.
+"""Commands a shard applies: what gateways send, a batch at a time, msgspec-encoded
+over the shard's data channel (actors/shard/data_channel.py).
 
 Mutations carry a client-chosen request_id; reads do not. The gateway has validated
-every field before a command is built (see loyalty.server.validation), so the core
-only asserts.
+every field before a command is built (see loyalty.server.gateway.requests), so the
+core only asserts (limits.UNVALIDATED).
 """
 
 from __future__ import annotations
+
+import typing
 
 import msgspec
 
@@ -131,3 +134,11 @@ Mutation = EnrollMember | Earn | Redeem | Reserve | Capture | Release | Reverse 
 Command = Mutation | GetMember | GetBalance | ListTransactions | GetOperation | SimulateEarn
 
 MUTATION_TYPES = (EnrollMember, Earn, Redeem, Reserve, Capture, Release, Reverse, Adjust)
+
+KINDS: dict[type, str] = {kind: kind.__struct_config__.tag for kind in typing.get_args(Command)}
+"""The short name of each command type ("earn", "redeem", ...), as outcomes carry it."""
+
+
+def command_kind(command: Command | type) -> str:
+    """The short name of a command or command type, as stored in outcomes."""
+    return KINDS[command if isinstance(command, type) else type(command)]

@@ -20,6 +20,19 @@ ATTRIBUTE_VALUE_LENGTH_MAX = 256
 REASON_LENGTH_MAX = 256
 LABEL_LENGTH_MAX = 64  # channel, store_id, sku, category
 
+# The time of "never" wherever a moment has to be compared or sorted: lots that
+# never expire (stored with expires_at_ms 0) sort after every dated lot, and a rule
+# without a start or end time is active from -NEVER_MS to NEVER_MS. Far past any
+# timestamp the gateway accepts (the year 9999 is 2.5e14 ms) and an exact int64, so it
+# never becomes a big integer on the hot path nor overflows in any client language.
+NEVER_MS = 1 << 62
+
+# The gateway validates every field of a command against the limits above before it
+# builds the command (loyalty.server.gateway.requests); the core asserts, on entry to
+# each mutation, the cheap ones it relies on. An assert that fails says the gateway
+# let something through: a bug, never an answer for a client.
+UNVALIDATED = "the gateway validates this (loyalty.server.gateway.requests): a command that breaks it is a gateway bug"
+
 # Holds longer than a week are not checkout holds; they would tie up points.
 RESERVATION_TTL_S_DEFAULT = 900
 RESERVATION_TTL_S_MAX = 7 * 24 * 3600

@@ -5,7 +5,10 @@ from __future__ import annotations
 import msgspec
 
 
-class BalanceView(msgspec.Struct, frozen=True, array_like=True):
+# gc=False (BalanceView, Outcome): one of each is built for every operation, on the
+# shard and again on the gateway that decodes it; they never take part in a
+# reference cycle, so the cyclic GC need not track them.
+class BalanceView(msgspec.Struct, frozen=True, array_like=True, gc=False):
     """A member's points at one moment. The conservation identity:
     earned + adjusted_in + debt =
         available + pending + reserved + redeemed + expired + reversed + adjusted_out
@@ -47,7 +50,7 @@ class TransactionView(msgspec.Struct, frozen=True, array_like=True, gc=False):
     reference: str = ""
 
 
-class Outcome(msgspec.Struct, frozen=True, array_like=True, omit_defaults=True):
+class Outcome(msgspec.Struct, frozen=True, array_like=True, omit_defaults=True, gc=False):
     """The result of one command. Which fields are set depends on the command:
 
     - every mutation: status, kind, at_ms, and on success balance;

@@ -1,8 +1,8 @@
 """A shard's in-memory state: members, their lots, holds, purchases and outcomes.
 
 These are mutable msgspec Structs (array_like, gc=False for memory and speed; they
-hold no reference cycles) so a snapshot is one msgspec encode. Only
-``loyalty.actors.ledger.ledger`` mutates them, and only through events.
+hold no reference cycles) so a snapshot is one msgspec encode. Only the evolve
+functions of ``loyalty.actors.ledger.ops`` mutate them, each applying one event.
 """
 
 from __future__ import annotations

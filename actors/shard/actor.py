@@ -13,43 +13,40 @@ version before the batch when it is newer than its own (fetched from the rules s
 and compiled once), so versions only move forward and a whole batch is evaluated with
 one version. After a restart a shard has no rules until its first batch names them:
 recovery replays journaled effects, never rules. Campaign budgets are leased from the
-rules store while a batch runs; chunks the live rule set no longer needs (rule
-deleted, disabled, budget changed or ended) and, on a graceful stop, every chunk are
-given back: the BudgetReturned record is journaled first, the points returned after.
+rules store while a batch runs and given back when the rules no longer need them
+(actors/shard/budgets.py); snapshots are taken on a schedule and written in the
+background (actors/shard/snapshots.py). This shell only wires them to the core, the
+journal, the lock and Ray.
 """
 
 from __future__ import annotations
 
 import collections
 import ctypes
-import gc
 import logging
-import math
 import os
 import threading
 import time
-import zoneinfo
 
 import msgspec
 import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from loyalty.actors.shard.data_channel import ChannelServer
-from loyalty.actors.shard.journal import JournalError, JournalUnavailable, ShardJournal
+from loyalty.actors.gc_tuning import collect_young_less_often, freeze_long_lived
 from loyalty.actors.ledger import codec
 from loyalty.actors.ledger.core import ShardCore
+from loyalty.actors.ledger.events import JournalRecord
 from loyalty.actors.ledger.members import HOT_MEMBERS_DEFAULT
 from loyalty.actors.ledger.program import CompiledProgram, Program
-from loyalty.actors.ledger.rules import RuleSet, compile_rules
+from loyalty.actors.ledger.rules import compile_rules
+from loyalty.actors.shard.budgets import BudgetLeases
+from loyalty.actors.shard.data_channel import ChannelServer
+from loyalty.actors.shard.journal import JournalUnavailable, ShardJournal
 from loyalty.actors.shard.rules_source import ShardRulesSource
+from loyalty.actors.shard.snapshots import Snapshots, SnapshotSchedule
 
 log = logging.getLogger(__name__)
-
-# Cyclic GC: collect young objects after this many allocations instead of 700. The
-# shard allocates many short-lived acyclic objects per batch; frequent passes cost
-# more than the few cycles they find.
-GC_YOUNG_THRESHOLD = 50_000
 
 # Redis calls give up after this long, so a stopped or unreachable Redis turns into
 # UNAVAILABLE for callers instead of a hang. Generous for a fsync-always append of a
@@ -97,9 +94,7 @@ class ShardSettings(msgspec.Struct, frozen=True):
     program: Program = Program()
     snapshot_every_events: int = 200_000
     """Snapshot after this many journaled events (bounds replay work on recovery to
-    a few seconds). Events, not records: under unary load a record holds one or two
-    operations, and snapshotting every few thousand operations would spend most of
-    the shard's time re-encoding state that barely changed."""
+    a few seconds; events, not records: see snapshots.SnapshotSchedule)..."""
     snapshot_every_s: float = 300.0
     """...or after this many seconds with at least one new record."""
     hot_members: int = HOT_MEMBERS_DEFAULT
@@ -119,7 +114,7 @@ class ShardActor:
     """One shard. Plain class: ``make_shard_actor`` turns it into a Ray actor."""
 
     def __init__(self, settings: ShardSettings) -> None:
-        gc.set_threshold(GC_YOUNG_THRESHOLD, 50, 100)
+        collect_young_less_often()  # before recovery builds the state (see gc_tuning)
         self._settings = settings
         self._program = CompiledProgram(settings.program)
         self._client = redis.Redis.from_url(
@@ -131,19 +126,15 @@ class ShardActor:
             self._client, settings.shard_index, key_prefix=settings.key_prefix
         )
         self._rules_source = ShardRulesSource(self._client, key_prefix=settings.key_prefix)
-        self._rule_set: RuleSet | None = None
-        self._budgets_due_ms = 0
-        """When the budgets this shard holds must next be checked against the live
-        rules (a budgeted rule's end time; 0: before the next batch)."""
+        self._budgets = BudgetLeases(self._rules_source, self._write, shard_index=settings.shard_index)
+        self._snapshots = Snapshots(
+            self._journal,
+            SnapshotSchedule(settings.snapshot_every_events, settings.snapshot_every_s),
+            shard_index=settings.shard_index,
+        )
         self._core: ShardCore | None = None
         self._unjournaled: collections.deque = collections.deque()  # unsafe switch only
         self._epoch = 0
-        self._events_since_snapshot = 0
-        self._last_snapshot_s = time.monotonic()
-        self._snapshot_thread: threading.Thread | None = None
-        """The background writer of the snapshot being written, if any."""
-        self._snapshot_failed = False
-        """Set by a writer that failed: the next batch starts another snapshot."""
         self._lock = threading.Lock()
         """Held by every method that touches the core: Ray runs them on the actor's
         main thread, the data channel on one thread per connection."""
@@ -171,7 +162,7 @@ class ShardActor:
         started_s = time.monotonic()
         self._core = None
         self._unjournaled.clear()
-        self._rule_set, self._budgets_due_ms = None, 0
+        self._budgets.installed(None)
         epoch = self._journal.claim_epoch()
         core = ShardCore(self._program, hot_members=self._settings.hot_members)
         snapshot = self._journal.load_snapshot()
@@ -186,10 +177,9 @@ class ShardActor:
         self._core, self._epoch = core, epoch
         # Millions of long-lived state objects would make every cyclic GC pass walk
         # them all (the benchmark saw 0.6 s pauses); freeze what recovery built.
-        gc.collect()
-        gc.freeze()
+        freeze_long_lived()
         _return_free_memory()
-        self._events_since_snapshot = replayed
+        self._snapshots.schedule.recovered(replayed)
         log.info(
             "shard %d recovered: epoch %d, seq %d, %d members, %d events replayed in %.2fs",
             self._settings.shard_index,
@@ -247,8 +237,7 @@ class ShardActor:
             # Fetches and compiles before touching the core: a failure leaves it intact.
             self._install_rules(core, rules_version)
         try:
-            if now_ms >= self._budgets_due_ms:
-                self._return_budgets(core, now_ms, keep=self._budgets_to_keep(now_ms))
+            self._budgets.before_batch(core, now_ms)
             outcomes, record = core.apply_batch(commands, now_ms, budget=self._rules_source)
             if record is not None:
                 self._write(record)
@@ -257,15 +246,17 @@ class ShardActor:
             self._unjournaled.clear()
             raise
         if record is not None:
-            self._events_since_snapshot += len(record.events)
-            self._maybe_snapshot()
+            self._snapshots.after_batch(core, self._epoch)
         return codec.encode_outcomes(outcomes)
 
-    def _write(self, record) -> None:
+    def _write(self, record: JournalRecord) -> None:
+        """Journal one record (fenced by this incarnation's epoch) and count its events
+        towards the next snapshot."""
         if self._settings.unsafe_acknowledge_before_journal:
             self._append_late(record)
         else:
             self._journal.append(self._epoch, record.seq, codec.encode_record(record))
+        self._snapshots.schedule.journaled(len(record.events))
 
     def _install_rules(self, core: ShardCore, version: int) -> None:
         """Fetch, compile and install the rule set of ``version`` (or the live one, if
@@ -274,60 +265,22 @@ class ShardActor:
         if rule_set.version <= core.rules_version:
             return
         core.install_rules(compile_rules(rule_set, self._program))
-        self._rule_set, self._budgets_due_ms = rule_set, 0
+        self._budgets.installed(rule_set)
         log.info("shard %d: rules version %d installed", self._settings.shard_index, rule_set.version)
-
-    def _budgets_to_keep(self, now_ms: int) -> set[str]:
-        """Budget keys of the installed rules that can still spend; sets when to look
-        again (the next end time of a budgeted rule)."""
-        keep: set[str] = set()
-        due_ms = math.inf
-        rule_set = self._rule_set
-        for rule in rule_set.rules if rule_set is not None else ():
-            if not rule.enabled or rule.budget.total_points <= 0:
-                continue
-            end_time = rule.schedule.end_time
-            if end_time is not None:
-                if end_time.tzinfo is None:  # read in the rule's zone, as the core does
-                    end_time = end_time.replace(tzinfo=zoneinfo.ZoneInfo(rule.schedule.time_zone or "UTC"))
-                end_ms = int(end_time.timestamp() * 1000)
-                if end_ms <= now_ms:
-                    continue
-                due_ms = min(due_ms, end_ms)
-            keep.add(rule_set.budget_keys.get(rule.rule_id, rule.rule_id))
-        self._budgets_due_ms = due_ms
-        return keep
-
-    def _return_budgets(self, core: ShardCore, now_ms: int, *, keep: set[str]) -> dict[str, int]:
-        """Give back the budget chunks not in ``keep``: journal first, then return the
-        points (a crash in between loses them; a budget is never overspent)."""
-        core.now_ms = max(core.now_ms, now_ms)
-        record, returned = core.return_budgets(keep)
-        if record is None:
-            return {}
-        self._write(record)
-        self._events_since_snapshot += len(record.events)
-        try:
-            self._rules_source.give_back(returned)
-        except JournalError:
-            log.exception("shard %d: budget points %s could not be given back; they are lost "
-                          "(underspent)", self._settings.shard_index, returned)
-        return returned
 
     def return_all_budgets(self) -> dict[str, int]:
         """Give back every budget chunk this shard holds (on a graceful stop); returns
         {budget key: points}. The next batch that needs budget leases again."""
-        core = self._core
-        if core is None:
-            return {}
-        try:
-            returned = self._return_budgets(core, time.time_ns() // 1_000_000, keep=set())
-        except BaseException:
-            self._core = None
-            self._unjournaled.clear()
-            raise
-        self._budgets_due_ms = 0
-        return returned
+        with self._lock:
+            core = self._core
+            if core is None:
+                return {}
+            try:
+                return self._budgets.give_all_back(core, time.time_ns() // 1_000_000)
+            except BaseException:
+                self._core = None
+                self._unjournaled.clear()
+                raise
 
     def _append_late(self, record) -> None:
         """The unsafe switch's journaling: hold the record back and append only the
@@ -338,80 +291,12 @@ class ShardActor:
             late = self._unjournaled.popleft()
             self._journal.append(self._epoch, late.seq, codec.encode_record(late))
 
-    def _maybe_snapshot(self) -> None:
-        if self._snapshot_thread is not None:
-            if self._snapshot_thread.is_alive():
-                return  # one snapshot at a time; the events keep counting
-            self._finish_snapshot_thread()
-        due = self._events_since_snapshot >= self._settings.snapshot_every_events or (
-            time.monotonic() - self._last_snapshot_s >= self._settings.snapshot_every_s
-        )
-        if due:
-            epoch, seq, chunks = self._begin_snapshot(self._core)
-            self._snapshot_thread = threading.Thread(
-                target=self._write_snapshot,
-                args=(epoch, seq, chunks),
-                name=f"shard-{self._settings.shard_index}-snapshot",
-                daemon=True,
-            )
-            self._snapshot_thread.start()
-
-    def _begin_snapshot(self, core: ShardCore):
-        """Freeze the state for a snapshot (a copy of the member index plus encoding
-        the decoded members: milliseconds, not a pass over every member) and restart
-        the counters. Called between batches, after the last batch was journaled, so
-        the snapshot never holds anything the journal does not."""
-        chunks = core.snapshot_chunks()
-        self._events_since_snapshot = 0
-        self._last_snapshot_s = time.monotonic()
-        return self._epoch, core.seq, chunks
-
-    def _write_snapshot(self, epoch: int, seq: int, chunks) -> bool:
-        """Write frozen snapshot chunks (on the writer thread, or inline). A failure
-        is logged, not raised: the journal still holds everything."""
-        try:
-            self._journal.write_snapshot(epoch, seq, chunks)
-            return True
-        except JournalUnavailable as error:  # Redis away: expected, one line, no traceback
-            log.warning("shard %d: snapshot at seq %d not written (%s); will retry",
-                        self._settings.shard_index, seq, error)
-            self._snapshot_failed = True
-            return False
-        except JournalError:
-            log.exception("shard %d: snapshot at seq %d failed; will retry", self._settings.shard_index, seq)
-            self._snapshot_failed = True
-            return False
-
-    def _finish_snapshot_thread(self) -> None:
-        """Wait for the background writer."""
-        self._snapshot_thread.join()
-        self._snapshot_thread = None
-        self._retry_failed_snapshot()
-
-    def _retry_failed_snapshot(self) -> None:
-        """After a failed snapshot, make the next one due at once."""
-        if self._snapshot_failed:
-            self._snapshot_failed = False
-            self._events_since_snapshot += self._settings.snapshot_every_events
-
     def snapshot(self) -> int:
         """Write a snapshot now (if anything changed since the last) and wait for it;
         return its seq (0 if it failed: the failure is logged, not raised). A snapshot
         the shard was writing in the background is finished first."""
         with self._lock:
-            return self._snapshot()
-
-    def _snapshot(self) -> int:
-        if self._snapshot_thread is not None:
-            self._finish_snapshot_thread()
-        core = self._core
-        if core is None or self._events_since_snapshot == 0:
-            return core.seq if core else 0
-        epoch, seq, chunks = self._begin_snapshot(core)
-        if not self._write_snapshot(epoch, seq, chunks):
-            self._retry_failed_snapshot()
-            return 0
-        return seq
+            return self._snapshots.write_now(self._core, self._epoch)
 
     def describe(self) -> dict:
         """Diagnostics: epoch, seq, member count, rules version, budgets held,
@@ -427,7 +312,7 @@ class ShardActor:
             "seq": core.seq if core else None,
             "members": len(core.ledger.members) if core else None,
             "decoded_members": core.ledger.members.hot_count if core else None,
-            "snapshot_in_progress": self._snapshot_thread is not None and self._snapshot_thread.is_alive(),
+            "snapshot_in_progress": self._snapshots.in_progress,
             "rules_version": core.rules_version if core else None,
             "budgets": core.budget_balances() if core else None,
             "journal": self._journal.describe(),

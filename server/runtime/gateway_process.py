@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import gc
 import logging
 import signal
 import sys
@@ -22,6 +21,7 @@ import msgspec
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from loyalty.actors.gc_tuning import tune_gc
 from loyalty.actors.ledger.program import DEFAULT_PROGRAM, CompiledProgram, Program
 from loyalty.server.security.guard import GatewaySecurity
 from loyalty.server.admin.keys import KeyAdministration
@@ -35,10 +35,6 @@ from loyalty.v1 import admin_pb2, admin_pb2_grpc, loyalty_pb2, loyalty_pb2_grpc
 
 SERVICE_NAME = loyalty_pb2.DESCRIPTOR.services_by_name["LoyaltyService"].full_name
 ADMIN_SERVICE_NAME = admin_pb2.DESCRIPTOR.services_by_name["AdminService"].full_name
-
-# Cyclic GC: collect young objects after this many allocations instead of 700.
-# Per-call protobuf garbage is acyclic; frequent passes cost more than they find.
-GC_YOUNG_THRESHOLD = 50_000
 
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -70,14 +66,6 @@ def configure_logging(level: int = logging.INFO) -> None:
     logger.addHandler(handler)
     logger.setLevel(level)
     logger.propagate = False
-
-
-def tune_gc() -> None:
-    """Freeze what start-up built and collect young objects less often (the benchmark
-    saw GC at ~20% of a gateway core)."""
-    gc.collect()
-    gc.freeze()
-    gc.set_threshold(GC_YOUNG_THRESHOLD, 50, 100)
 
 
 class Gateway:

@@ -1,9 +1,10 @@
 """Where a shard gets campaign budget from: the budget owner, behind a Protocol.
 
-The owner (an atomic counter per budget, see the shard shell) holds every point not
-yet granted to a shard. A shard leases chunks, spends them locally without asking
-again, and gives back what it does not need; the core journals each lease and return,
-so a budget is never overspent however many shards earn at once.
+The owner (an atomic counter per budget, see actors/shard/rules_source.py) holds
+every point not yet granted to a shard. A shard leases chunks, spends them locally
+without asking again, and gives back what it does not need (actors/shard/budgets.py);
+the core journals each lease and return, so a budget is never overspent however many
+shards earn at once.
 """
 
 from __future__ import annotations

@@ -15,6 +15,9 @@ import math
 import zoneinfo
 from fractions import Fraction
 
+import msgspec
+
+from loyalty.actors.ledger.limits import NEVER_MS
 from loyalty.actors.ledger.program import CompiledProgram
 from loyalty.actors.ledger.rules.model import Rule, RuleSet
 from loyalty.actors.ledger.rules.validation import (
@@ -25,8 +28,6 @@ from loyalty.actors.ledger.rules.validation import (
     time_zone,
     validate_rules,
 )
-
-_NEVER_MS = 1 << 62
 
 # Distinct (channel, store, currency) triples whose candidate rules are kept for the
 # current minute: a few thousand stores fit; past it the table starts over.
@@ -46,6 +47,32 @@ PERIODS = (
     ("month", "per_member_month", "m"),
     ("lifetime", "per_member_lifetime", "l"),
 )
+
+
+class LocalTime(msgspec.Struct, frozen=True, array_like=True, gc=False):
+    """One rule time zone's local time, for a whole minute (see CompiledRules.clock)."""
+
+    weekday: int
+    """0 (Monday) to 6."""
+    minute: int
+    """Minute of the day, 0 to 1439."""
+    day: int
+    """The day's proleptic ordinal: the key of a per-member-day cap's period."""
+    week: int
+    """The ordinal of the ISO week's Monday: the key of a weekly cap's period."""
+    month: int
+    """year * 12 + month - 1: the key of a monthly cap's period."""
+
+    def period(self, limit: str) -> int:
+        """The key of the current period of a cap named ``limit`` (see PERIODS;
+        "lifetime" has one period, 0)."""
+        if limit == "day":
+            return self.day
+        if limit == "week":
+            return self.week
+        if limit == "month":
+            return self.month
+        return 0
 
 
 class RulesError(ValueError):
@@ -119,8 +146,8 @@ class CompiledRule:
         schedule = rule.schedule
         zone = time_zone(schedule.time_zone)
         self.zone = zone_index
-        self.start_ms = _epoch_ms(schedule.start_time, zone) if schedule.start_time else -_NEVER_MS
-        self.end_ms = _epoch_ms(schedule.end_time, zone) if schedule.end_time else _NEVER_MS
+        self.start_ms = _epoch_ms(schedule.start_time, zone) if schedule.start_time else -NEVER_MS
+        self.end_ms = _epoch_ms(schedule.end_time, zone) if schedule.end_time else NEVER_MS
         self.days = frozenset(DAYS_OF_WEEK.index(day) for day in schedule.days_of_week) or None
         self.windows = tuple(
             (parse_clock(window.start), parse_clock(window.end)) for window in schedule.time_windows
@@ -139,7 +166,7 @@ class CompiledRule:
         self.first_purchase = conditions.first_purchase
         self.enrolled_min_ms = conditions.enrolled_days_min * 86_400_000
         high = conditions.enrolled_days_max
-        self.enrolled_max_ms = (high + 1) * 86_400_000 if high else _NEVER_MS  # exclusive
+        self.enrolled_max_ms = (high + 1) * 86_400_000 if high else NEVER_MS  # exclusive
         self.checks_member = bool(
             self.attributes
             or self.segments
@@ -205,7 +232,7 @@ class CompiledRules:
         self.program = program
         self.base_rates: dict[str, tuple[int, int] | None] = {}
         """Per currency: base-currency minor units per minor unit, filled as seen."""
-        self._clock: tuple[int, list[tuple[int, int, int, int, int]]] = (-1, [])
+        self._clock: tuple[int, list[LocalTime]] = (-1, [])
         self._candidates: tuple[int, dict[tuple[str, str, str], tuple[CompiledRule, ...]]] = (-1, {})
 
     def candidates(self, channel: str, store_id: str, currency: str, now_ms: int) -> tuple[CompiledRule, ...]:
@@ -244,22 +271,22 @@ class CompiledRules:
         self.base_rates[currency] = value
         return value
 
-    def clock(self, now_ms: int) -> list[tuple[int, int, int, int, int]]:
-        """For each rule zone (by index): (weekday, minute of day, day key, week key,
-        month key) at now_ms. Kept for the current minute: offsets change on whole
-        minutes only."""
+    def clock(self, now_ms: int) -> list[LocalTime]:
+        """For each rule zone (by index): the local time at now_ms. Kept for the
+        current minute: offsets change on whole minutes only."""
         minute = now_ms // 60_000
         if self._clock[0] != minute:
             self._clock = (minute, [_local_time(zone, minute) for zone in self.zones])
         return self._clock[1]
 
 
-def _holds_now(rule: CompiledRule, clock: list[tuple[int, int, int, int, int]]) -> bool:
-    weekday, minute = clock[rule.zone][:2]
-    if rule.days is not None and weekday not in rule.days:
+def _holds_now(rule: CompiledRule, clock: list[LocalTime]) -> bool:
+    local = clock[rule.zone]
+    if rule.days is not None and local.weekday not in rule.days:
         return False
     if rule.windows is None:
         return True
+    minute = local.minute
     for start, end in rule.windows:
         if start < end:
             if start <= minute < end:
@@ -277,16 +304,16 @@ def _purchase_matches(rule: CompiledRule, channel: str, store_id: str, currency:
     )
 
 
-def _local_time(zone: zoneinfo.ZoneInfo, minute: int) -> tuple[int, int, int, int, int]:
+def _local_time(zone: zoneinfo.ZoneInfo, minute: int) -> LocalTime:
     moment = datetime.datetime.fromtimestamp(minute * 60, zone)
     weekday = moment.weekday()
     day = moment.toordinal()
-    return (
-        weekday,
-        moment.hour * 60 + moment.minute,
-        day,
-        day - weekday,  # the Monday of the ISO week
-        moment.year * 12 + moment.month - 1,
+    return LocalTime(
+        weekday=weekday,
+        minute=moment.hour * 60 + moment.minute,
+        day=day,
+        week=day - weekday,  # the Monday of the ISO week
+        month=moment.year * 12 + moment.month - 1,
     )
 
 

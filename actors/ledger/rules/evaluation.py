@@ -39,10 +39,6 @@ from loyalty.actors.ledger.rules.compiler import (
 )
 from loyalty.actors.ledger.state import Member
 
-_DAY = 2
-_WEEK = 3
-_MONTH = 4
-_PERIOD_INDEX = {"day": _DAY, "week": _WEEK, "month": _MONTH}
 
 Award = tuple[str, int, str, int, str]
 """(rule_id, line index or -1 for the basket, sku, points, effect)."""
@@ -220,7 +216,7 @@ def _period_caps(
     stored = member.counters or {}
     periods = []
     for limit, cap, key in rule.period_caps:
-        period = local[_PERIOD_INDEX[limit]] if limit in _PERIOD_INDEX else 0
+        period = local.period(limit)
         count = stored.get(key)
         used = count[1] if count is not None and count[0] == period else 0
         if granted > cap - used:
