@@ -34,7 +34,7 @@ from loyalty.actors.ledger import commands as c
 from loyalty.server.gateway import batcher
 from loyalty.server.gateway import requests
 from loyalty.server.gateway import responses
-from loyalty.server.runtime.gateway_process import tune_gc
+from loyalty.actors.gc_tuning import tune_gc
 from loyalty.server.limits import SHARD_CALL_OPERATIONS_MAX, SHARD_QUEUE_OPERATIONS_MAX
 from loyalty.server.gateway.servicer import LoyaltyService
 from loyalty.server.gateway.router import ShardRouter, classify_shard_error
