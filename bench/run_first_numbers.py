@@ -481,7 +481,7 @@ CATEGORIES = [
     ("ledger logic (actors/ledger)", r"/actors/ledger/", False),
     ("journal (actors/shard/journal.py, Redis client)", r"/actors/shard/journal\.py|/redis/|hiredis", False),
     ("data channel (actors/shard/data_channel.py, server/gateway/data_channel.py)", r"/actors/shard/data_channel\.py|/server/gateway/data_channel\.py", False),
-    ("shard actor (actors/shard/actor.py)", r"/actors/shard/actor\.py", False),
+    ("shard actor (actors/shard/: actor, snapshots, budgets)", r"/actors/shard/(actor|snapshots|budgets)\.py", False),
     ("batcher / router (server/gateway/batcher.py, router.py)",
      r"/server/gateway/batcher\.py|/server/gateway/router\.py|/actors/routing\.py", False),
     ("servicer glue (server/gateway/servicer.py)", r"/server/gateway/servicer\.py", False),

@@ -63,8 +63,8 @@ API_KEY_SECRET_LENGTH_MAX = 256
 # notice, in case one was lost with a connection.
 KEY_MIRROR_REFRESH_S = 30.0
 
-# Page tokens this server issues are a sequence number and an id in base64, far
-# shorter than this; longer ones are refused before decoding.
+# Page tokens this server issues are a list position as msgpack in base64 (see
+# server/page_tokens.py), far shorter than this; longer ones are refused before decoding.
 PAGE_TOKEN_LENGTH_MAX = 256
 
 # Audit events kept (a capped Redis stream, oldest dropped first). Admin actions are

@@ -19,6 +19,7 @@ from google.protobuf import field_mask_pb2, timestamp_pb2
 
 from loyalty.actors.ledger.rules import Rule
 from loyalty.server.errors import FieldViolation
+from loyalty.server.limits import TIMESTAMP_MS_MAX
 from loyalty.server.stores.rules import RuleView
 from loyalty.v1 import admin_pb2 as pb
 
@@ -35,7 +36,7 @@ OUTPUT_ONLY_FIELDS = frozenset({"etag", "version", "update_time", "budget_remain
 
 # Timestamps a rule schedule may name: the years 1970 to 9999, like every other time
 # in the API.
-_TIMESTAMP_SECONDS_MAX = 253_402_300_799
+_TIMESTAMP_SECONDS_MAX = TIMESTAMP_MS_MAX // 1000
 
 _TARGETS = {
     pb.EFFECT_TARGET_UNSPECIFIED: "lines",

@@ -36,6 +36,7 @@ from loyalty.server.cli.connection import (
     request_id,
 )
 from loyalty.server.errors import FieldViolation
+from loyalty.server.limits import AUDIT_EVENTS_MAX
 from loyalty.server.security.config import ROLES, check_key_name, check_scope
 
 _ROLE_FLAG_HELP = "pos, ecommerce, analytics or admin"
@@ -105,8 +106,8 @@ def run(options: argparse.Namespace) -> int:
         except FieldViolation as error:
             print(f"loyalty keys: {error}", file=sys.stderr)
             return 2
-    if options.keys_command == "audit" and not 1 <= options.limit <= 10_000:
-        print("loyalty keys: --limit must be between 1 and 10000", file=sys.stderr)
+    if options.keys_command == "audit" and not 1 <= options.limit <= AUDIT_EVENTS_MAX:
+        print(f"loyalty keys: --limit must be between 1 and {AUDIT_EVENTS_MAX}", file=sys.stderr)
         return 2
     if options.redis_url:
         if getattr(options, "request_id", ""):

@@ -52,6 +52,7 @@ import hashlib
 import msgspec
 import redis.asyncio as aioredis
 
+from loyalty.actors.ledger.limits import ID_LENGTH_MAX
 from loyalty.server.errors import RequestIdConflict
 from loyalty.server.limits import AUDIT_EVENTS_MAX
 
@@ -62,7 +63,7 @@ seconds) and an operator repeating a failed command by hand with ``--request-id`
 the next working day; it is kept short because the records of CreateApiKey and
 RotateApiKey hold the issued secret in the clear (see the module docstring)."""
 
-ADMIN_REQUEST_ID_LENGTH_MAX = 128
+ADMIN_REQUEST_ID_LENGTH_MAX = ID_LENGTH_MAX
 """As the LoyaltyService's request_ids: 1-128 printable characters without spaces."""
 
 RULES_AREA = "rules"
