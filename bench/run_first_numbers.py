@@ -480,7 +480,7 @@ CATEGORIES = [
     ("codec (actors/ledger/codec.py, msgspec)", r"/ledger/codec\.py", False),
     ("ledger logic (actors/ledger)", r"/actors/ledger/", False),
     ("journal (actors/shard/journal.py, Redis client)", r"/actors/shard/journal\.py|/redis/|hiredis", False),
-    ("data channel (actors/shard/data_channel.py, server/gateway/data_channel.py)", r"/actors/shard/data_channel\.py|/server/gateway/data_channel\.py", False),
+    ("data channel (actors/shard/channel_server.py, server/gateway/shard_channel.py)", r"/actors/shard/channel_server\.py|/server/gateway/shard_channel\.py", False),
     ("shard actor (actors/shard/: actor, snapshots, budgets)", r"/actors/shard/(actor|snapshots|budgets)\.py", False),
     ("batcher / router (server/gateway/batcher.py, router.py)",
      r"/server/gateway/batcher\.py|/server/gateway/router\.py|/actors/routing\.py", False),

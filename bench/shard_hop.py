@@ -25,9 +25,9 @@ import psutil
 import ray
 import uvloop
 
-from loyalty.actors.shard.data_channel import ChannelServer
+from loyalty.actors.shard.channel_server import ChannelServer
 from loyalty.server.runtime.app import use_loopback_for_local_ray
-from loyalty.server.gateway.data_channel import ShardChannel
+from loyalty.server.gateway.shard_channel import ShardChannel
 
 
 class EchoShard:

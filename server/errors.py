@@ -27,7 +27,7 @@ gRPC code follows from the reason, in ``_CODES``)::
     │   └── RulesContended          RESOURCE_EXHAUSTED   OVERLOADED
     ├── DependencyUnavailable       something the server needs did not answer; retry
     │   ├── ShardUnavailable        UNAVAILABLE          SHARD_UNAVAILABLE
-    │   │   └── ShardConnectionLost the data channel stayed broken (gateway/data_channel.py)
+    │   │   └── ShardConnectionLost the data channel stayed broken (gateway/shard_channel.py)
     │   ├── ControlStoreUnavailable UNAVAILABLE          CONTROL_STORE_UNAVAILABLE
     │   │   └── AuditNotWritten     UNAVAILABLE          CONTROL_STORE_UNAVAILABLE (the change stands)
     │   └── RedisStartError         never answered: the embedded Redis did not start (runtime/)
@@ -36,7 +36,7 @@ gRPC code follows from the reason, in ``_CODES``)::
     ├── ConfigurationError          never answered: the server does not start
     │   └── SecurityConfigError     [[api_keys]] or [limits] malformed (security/config.py)
     └── InternalError               a bug; never mapped to a reason (gRPC INTERNAL/UNKNOWN)
-        └── ShardFailed             a shard raised something unexpected (gateway/data_channel.py)
+        └── ShardFailed             a shard raised something unexpected (gateway/shard_channel.py)
 
 ``status_of`` is the google.rpc.Status an exception is answered with, and ``abort``
 ends a call with a google.rpc.Status: every servicer and the guard answer through

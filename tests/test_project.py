@@ -253,7 +253,7 @@ class Refuse:
 sys.meta_path.insert(0, Refuse())
 import loyalty.actors.shard.actor
 import loyalty.actors.shard.rules_source
-import loyalty.actors.shard.data_channel
+import loyalty.actors.shard.channel_server
 """
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr

@@ -18,13 +18,13 @@ import socket
 import psutil
 import pytest
 
-from loyalty.actors.shard.data_channel import REQUEST_HEADER, TOKEN_BYTES
+from loyalty.actors.shard.channel_server import REQUEST_HEADER, TOKEN_BYTES
 from loyalty.actors.shard.journal import JournalUnavailable
 from loyalty.actors.ledger import codec
 from loyalty.actors.ledger.commands import Earn, EnrollMember, GetBalance, Line
 from loyalty.actors.ledger.status import Status
 from loyalty.actors.shard.actor import ShardActor, ShardSettings, make_shard_actor
-from loyalty.server.gateway.data_channel import ShardChannel, ShardFailed
+from loyalty.server.gateway.shard_channel import ShardChannel, ShardFailed
 from loyalty.server.runtime.embedded_redis import EmbeddedRedis
 from loyalty.server.gateway.router import classify_shard_error
 

@@ -1,5 +1,5 @@
 """Commands a shard applies: what gateways send, a batch at a time, msgspec-encoded
-over the shard's data channel (actors/shard/data_channel.py).
+over the shard's data channel (actors/shard/channel_server.py).
 
 Mutations carry a client-chosen request_id; reads do not. The gateway has validated
 every field before a command is built (see loyalty.server.gateway.requests), so the

@@ -1,7 +1,7 @@
 """The shard actor: a thin Ray shell joining the pure ledger core to its Redis journal.
 
 Ray creates, places and restarts it; the gateway's batches reach it over its data
-channel (actors/shard/data_channel.py), a TCP connection that costs a fraction of a Ray call.
+channel (actors/shard/channel_server.py), a TCP connection that costs a fraction of a Ray call.
 
 A batch is applied in memory, its journal record is appended to Redis (fenced by this
 incarnation's epoch), and only then are its outcomes returned. If anything fails
@@ -41,7 +41,7 @@ from loyalty.actors.ledger.members import HOT_MEMBERS_DEFAULT
 from loyalty.actors.ledger.program import CompiledProgram, Program
 from loyalty.actors.ledger.rules import compile_rules
 from loyalty.actors.shard.budgets import BudgetLeases
-from loyalty.actors.shard.data_channel import ChannelServer
+from loyalty.actors.shard.channel_server import ChannelServer
 from loyalty.actors.shard.journal import JournalUnavailable, ShardJournal
 from loyalty.actors.shard.rules_source import ShardRulesSource
 from loyalty.actors.shard.snapshots import Snapshots, SnapshotSchedule
@@ -209,7 +209,7 @@ class ShardActor:
         return True, ""
 
     def channel_address(self) -> tuple[str, int, bytes]:
-        """(host, port, token) of this incarnation's data channel (actors/shard/data_channel.py),
+        """(host, port, token) of this incarnation's data channel (actors/shard/channel_server.py),
         started on first use: the gateway sends its batches there instead of through
         Ray calls. The host is the address Ray knows this node by (127.0.0.1 on a
         single-machine Ray)."""

@@ -4,7 +4,7 @@
 one spec per command), ``fields`` (the field kinds those specs are made of, and their
 compiled checks), ``responses`` (outcomes -> protobuf), ``routing`` (the router
 protocol the servicer needs; no Ray), ``router`` (members to shards, one batcher
-each), ``batcher`` (group commit per shard), ``data_channel`` (the gateway's end of a
+each), ``batcher`` (group commit per shard), ``shard_channel`` (the gateway's end of a
 shard's TCP channel), ``health`` (SERVING only while every shard can journal).
 
 May import: ``loyalty.actors`` (commands, outcomes, routing, the shard actor it

@@ -16,7 +16,7 @@ from loyalty.actors.ledger.status import Status
 from loyalty.actors.routing import shard_of
 from loyalty.actors.shard.actor import ShardSettings, make_shard_actor
 from loyalty.server.gateway.batcher import ShardBatcher
-from loyalty.server.gateway.data_channel import ShardChannel, ShardConnectionLost
+from loyalty.server.gateway.shard_channel import ShardChannel, ShardConnectionLost
 from loyalty.server.gateway.routing import ShardChunk
 from loyalty.server.errors import GatewayError
 from loyalty.server.limits import SHARD_CALL_OPERATIONS_MAX, SHARD_QUEUE_OPERATIONS_MAX
@@ -139,7 +139,7 @@ def start_shard_actors(template: ShardSettings, names: list[str], *, namespace: 
 
 def router_for(actors: list, rules: LiveRulesVersion | None = None) -> ShardRouter:
     """A router with one bounded batcher per actor, sending over each actor's data
-    channel (server/gateway/data_channel.py). Each shard call carries the rules version ``rules``
+    channel (server/gateway/shard_channel.py). Each shard call carries the rules version ``rules``
     holds when the call is sent, so a whole batch is evaluated with one version (the
     shard installs it first if it is newer than its own)."""
     live = rules if rules is not None else LiveRulesVersion()

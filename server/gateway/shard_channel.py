@@ -1,4 +1,4 @@
-"""The gateway's end of a shard's data channel (see actors/shard/data_channel.py).
+"""The gateway's end of a shard's data channel (see actors/shard/channel_server.py).
 
 One connection per shard actor, opened on the first call: the address and token
 come from the actor's Ray method ``channel_address``, so Ray still says where a
@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import socket
 
-from loyalty.actors.shard.data_channel import (
+from loyalty.actors.shard.channel_server import (
     REQUEST_HEADER,
     RESPONSE_HEADER,
     STATUS_JOURNAL_UNAVAILABLE,
