@@ -13,6 +13,11 @@ Lua script below touches a single hash slot and also runs on Redis Cluster:
   The snapshot script derives these names from the pointer key instead of
   receiving them in KEYS (their number is unbounded); the shared hash tag
   keeps them in the script's slot, which is what Redis Cluster requires.
+* ``{<prefix>:shard:<n>}:consumers`` -- a hash of the journal's registered
+  consumers (``loyalty.actors.consumers``): field = consumer name, value = the
+  highest seq it has acknowledged. The snapshot flip keeps the records they
+  have not acknowledged, up to CONSUMER_RETAINED_RECORDS_MAX records before
+  the snapshot's seq.
 
 The client is the synchronous ``redis`` client because the journal runs
 inside a synchronous Ray actor. Only Redis 6.2 features are used (Lua via
@@ -29,6 +34,7 @@ from typing import Any
 import redis
 
 __all__ = [
+    "CONSUMER_RETAINED_RECORDS_MAX",
     "JOURNAL_PAGE_RECORDS_MAX",
     "SEQ_MAX",
     "SNAPSHOT_CHUNK_ORPHAN_TTL_S",
@@ -64,6 +70,16 @@ SNAPSHOT_CHUNK_ORPHAN_TTL_S = 24 * 60 * 60
 # snapshot interval), so a few attempts suffice and a bound keeps a
 # pathological writer from starving the reader forever.
 SNAPSHOT_LOAD_ATTEMPTS_MAX = 5
+
+# Records a snapshot flip keeps, at most, at or before the snapshot's seq for
+# registered consumers that have not acknowledged them; older ones are trimmed
+# and such a consumer finds itself lagging (it resynchronises from the snapshot).
+# A record is one batch: under unary load a record holds one or two operations,
+# a few hundred bytes, so 100,000 records are tens of MB per shard and, at the
+# hundreds of records a second a shard journals, minutes to hours of a stopped
+# consumer. The count does not bound bytes: records of large Batch calls are
+# larger (about 100 bytes per operation), which is why the bound is not higher.
+CONSUMER_RETAINED_RECORDS_MAX = 100_000
 
 # Sequence numbers travel through Lua, whose numbers are doubles: above
 # 2**53 comparisons would silently lose precision.
@@ -111,10 +127,12 @@ end
 return added
 """
 
-# KEYS: epoch, journal, snapshot pointer.
-# ARGV: writer epoch, snapshot seq, snapshot id, chunk count, trim min id.
+# KEYS: epoch, journal, snapshot pointer, registered consumers.
+# ARGV: writer epoch, snapshot seq, snapshot id, chunk count, records retained max.
 # Every check runs before the first write because Lua scripts are not rolled
-# back when they fail half way.
+# back when they fail half way. The trim keeps every record after the lowest
+# seq a registered consumer acknowledged (a value that is not a number counts
+# as 0), but never more than ARGV[5] records at or before the snapshot's seq.
 _FLIP_SNAPSHOT_SCRIPT = """
 local stored_epoch = redis.call('GET', KEYS[1])
 if stored_epoch ~= ARGV[1] then
@@ -137,6 +155,11 @@ if new_seq > high_seq then
   return redis.error_reply('CORRUPT snapshot seq ' .. ARGV[2]
     .. ' is beyond the last journaled seq ' .. tostring(high_seq))
 end
+local trim_to = new_seq
+for _, acked in ipairs(redis.call('HVALS', KEYS[4])) do
+  trim_to = math.min(trim_to, tonumber(acked) or 0)
+end
+trim_to = math.max(trim_to, new_seq - tonumber(ARGV[5]))
 local chunk_count = tonumber(ARGV[4])
 local new_base = KEYS[3] .. ':' .. ARGV[3] .. ':'
 for index = 0, chunk_count - 1 do
@@ -156,7 +179,7 @@ if current[3] and current[3] ~= ARGV[3] then
 end
 redis.call('HSET', KEYS[3], 'seq', ARGV[2], 'chunk_count', ARGV[4],
   'id', ARGV[3])
-redis.call('XTRIM', KEYS[2], 'MINID', ARGV[5])
+redis.call('XTRIM', KEYS[2], 'MINID', tostring(trim_to + 1) .. '-0')
 return 1
 """
 
@@ -280,6 +303,7 @@ class ShardJournal:
         self._epoch_key = f"{hash_tag}:epoch"
         self._journal_key = f"{hash_tag}:journal"
         self._snapshot_key = f"{hash_tag}:snapshot"
+        self._consumers_key = f"{hash_tag}:consumers"
         self._append_script = client.register_script(_APPEND_SCRIPT)
         self._flip_snapshot_script = client.register_script(_FLIP_SNAPSHOT_SCRIPT)
 
@@ -287,6 +311,21 @@ class ShardJournal:
     def shard_index(self) -> int:
         """The index of the shard this journal belongs to."""
         return self._shard_index
+
+    @property
+    def journal_key(self) -> str:
+        """The stream key of this shard's journal (entry ids ``<seq>-0``)."""
+        return self._journal_key
+
+    @property
+    def snapshot_key(self) -> str:
+        """The key of this shard's snapshot pointer (a hash with field ``seq``)."""
+        return self._snapshot_key
+
+    @property
+    def consumers_key(self) -> str:
+        """The hash of this shard's registered consumers: name -> acknowledged seq."""
+        return self._consumers_key
 
     def claim_epoch(self) -> int:
         """Start a new incarnation: bump the epoch and return it.
@@ -386,7 +425,8 @@ class ShardJournal:
         Chunks are written one key each, a pipelined group at a time, under a
         fresh snapshot id; one fenced script then points the shard at the new
         snapshot, deletes the previous one and trims records ``<= seq`` from
-        the journal. A snapshot older than the current one is discarded
+        the journal, but for those a registered consumer has not acknowledged
+        (at most CONSUMER_RETAINED_RECORDS_MAX of them). A snapshot older than the current one is discarded
         silently (the newer one already covers it). Raises FencedError, after
         deleting the chunks it wrote, if ``epoch`` is no longer current.
         """
@@ -443,8 +483,8 @@ class ShardJournal:
 
     def _flip_snapshot(self, epoch: int, seq: int, snapshot_id: str, chunk_count: int) -> None:
         """Run the fenced script that makes ``snapshot_id`` the current snapshot."""
-        keys = [self._epoch_key, self._journal_key, self._snapshot_key]
-        args = [str(epoch), str(seq), snapshot_id, str(chunk_count), f"{seq + 1}-0"]
+        keys = [self._epoch_key, self._journal_key, self._snapshot_key, self._consumers_key]
+        args = [str(epoch), str(seq), snapshot_id, str(chunk_count), str(CONSUMER_RETAINED_RECORDS_MAX)]
         with _translated_errors(f"publish snapshot of shard {self._shard_index}"):
             self._flip_snapshot_script(keys=keys, args=args)
 
