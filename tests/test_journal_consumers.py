@@ -53,6 +53,7 @@ class Shards:
     """The test's shard journals, each with its epoch, appending real encoded records."""
 
     def __init__(self, client: redis.Redis, key_prefix: str, count: int = SHARDS) -> None:
+        self.client = client
         self.journals = [ShardJournal(client, shard, key_prefix=key_prefix) for shard in range(count)]
         self.epochs = [journal.claim_epoch() for journal in self.journals]
         self.records: dict[int, list[JournalRecord]] = {shard: [] for shard in range(count)}
@@ -70,8 +71,8 @@ class Shards:
 
     def retained(self, shard: int) -> list[int]:
         """The seqs the shard's stream still holds."""
-        client = self.journals[shard]._client
-        return [int(entry_id.split(b"-")[0]) for entry_id, _ in client.xrange(self.journals[shard].journal_key)]
+        entries = self.client.xrange(self.journals[shard].journal_key)
+        return [int(entry_id.split(b"-")[0]) for entry_id, _ in entries]
 
 
 @pytest.fixture
@@ -136,7 +137,9 @@ def _blocked_in_xread(client: redis.Redis) -> bool:
 
 
 def test_a_blocking_read_wakes_for_a_record_appended_while_it_waits(shards, redis_client, key_prefix, redis_server):
-    reader = JournalConsumer(redis.Redis.from_url(redis_server.url), "webhooks", SHARDS, key_prefix=key_prefix)
+    # The reader has a connection of its own, so the appender can see it blocked.
+    reader_client = redis.Redis.from_url(redis_server.url)
+    reader = JournalConsumer(reader_client, "webhooks", SHARDS, key_prefix=key_prefix)
     shards.append(0, 1)
     read_all(reader)
 
@@ -148,8 +151,11 @@ def test_a_blocking_read_wakes_for_a_record_appended_while_it_waits(shards, redi
 
     appender = threading.Thread(target=append_once_the_reader_blocks)
     appender.start()
-    delivered = reader.read(block_s=WAIT_DEADLINE_S * 2)
-    appender.join()
+    try:
+        delivered = reader.read(block_s=WAIT_DEADLINE_S * 2)
+    finally:
+        appender.join()
+        reader_client.close()
 
     assert [(item.shard, item.seq) for item in delivered] == [(2, 1)]
     assert delivered[0].record == shards.records[2][0]
