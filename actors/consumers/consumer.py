@@ -191,6 +191,8 @@ class JournalConsumer:
         ``extra`` must only queue writes to keys from :meth:`key`. Raises
         ConsumerConflict, writing nothing, if the stored checkpoint moved since this
         object loaded or committed it (another instance of the consumer committed).
+        The shards' consumers hashes are told the new cursors afterwards; if that
+        fails, the commit stands and the next one reports again.
         """
         chosen = advanced_cursors(self._committed, self._delivered, cursors)
         self._write_checkpoint(self._committed, chosen, extra)
