@@ -24,12 +24,15 @@ from loyalty.actors.consumers.progress import (
     first_gap,
 )
 from loyalty.actors.ledger import codec
-from loyalty.actors.shard.journal import JOURNAL_PAGE_RECORDS_MAX, JournalCorrupt, ShardJournal
+from loyalty.actors.shard.journal import (
+    JOURNAL_PAGE_RECORDS_MAX,
+    PAYLOAD_FIELD,
+    JournalCorrupt,
+    ShardJournal,
+    seq_from_entry_id,
+)
 
 __all__ = ["JournalConsumer"]
-
-# Stream field holding a record's payload (ShardJournal writes it).
-_PAYLOAD_FIELD = b"d"
 
 # KEYS: a shard's consumers hash. ARGV: consumer name, acknowledged seq.
 # Only a registered consumer is updated (a late report never re-registers one that
@@ -168,7 +171,7 @@ class JournalConsumer:
 
     def _deliver(self, pages: Mapping[int, list], snapshot_seqs: Mapping[int, int]) -> list[ConsumedRecord]:
         """Check every page for gaps, decode it and advance the delivered cursors."""
-        seqs = {shard: [_seq_of(entry_id) for entry_id, _ in page] for shard, page in pages.items()}
+        seqs = {shard: [seq_from_entry_id(entry_id) for entry_id, _ in page] for shard, page in pages.items()}
         for shard in sorted(pages):
             lagging = first_gap(shard, self._delivered[shard], seqs[shard], snapshot_seqs.get(shard, 0))
             if lagging is not None:
@@ -266,23 +269,16 @@ class JournalConsumer:
         lags = []
         for shard in range(len(self._journals)):
             newest, snapshot_seq, reported = replies[3 * shard : 3 * shard + 3]
-            head = max(_seq_of(newest[0][0]) if newest else 0, int(snapshot_seq or 0))
+            head = max(seq_from_entry_id(newest[0][0]) if newest else 0, int(snapshot_seq or 0))
             lags.append(ShardLag(shard, head, acked[shard], None if reported is None else int(reported)))
         return tuple(lags)
 
-
-def _seq_of(entry_id: bytes) -> int:
-    """The seq of a journal entry id ``<seq>-0``."""
-    seq_part, _, suffix = entry_id.partition(b"-")
-    if suffix != b"0" or not seq_part.isdigit():
-        raise JournalCorrupt(f"unexpected journal entry id {entry_id!r}")
-    return int(seq_part)
 
 
 def _decode(shard: int, seq: int, fields: Mapping[bytes, bytes]) -> "codec.JournalRecord":
     """The JournalRecord of one stream entry, checked against its seq."""
     try:
-        record = codec.decode_record(fields[_PAYLOAD_FIELD])
+        record = codec.decode_record(fields[PAYLOAD_FIELD])
     except (KeyError, msgspec.DecodeError) as error:
         raise JournalCorrupt(f"shard {shard}: journal seq {seq} is not a journal record: {error}") from error
     if record.seq != seq:

@@ -36,6 +36,7 @@ import redis
 __all__ = [
     "CONSUMER_RETAINED_RECORDS_MAX",
     "JOURNAL_PAGE_RECORDS_MAX",
+    "PAYLOAD_FIELD",
     "SEQ_MAX",
     "SNAPSHOT_CHUNK_ORPHAN_TTL_S",
     "SNAPSHOT_LOAD_ATTEMPTS_MAX",
@@ -45,6 +46,7 @@ __all__ = [
     "JournalError",
     "JournalUnavailable",
     "ShardJournal",
+    "seq_from_entry_id",
 ]
 
 # Records fetched per XRANGE round trip: large enough that replaying a long
@@ -87,7 +89,7 @@ SEQ_MAX = 2**53 - 1
 
 # Stream field holding a record's payload; one byte keeps per-entry overhead
 # minimal.
-_PAYLOAD_FIELD = b"d"
+PAYLOAD_FIELD = b"d"
 
 # Prefixes of the error replies raised by the Lua scripts below.
 _FENCED_CODE = "FENCED"
@@ -229,7 +231,7 @@ def _error_from_reply(action: str, error: redis.exceptions.ResponseError) -> Jou
     return JournalError(f"{action}: {message}")
 
 
-def _seq_from_entry_id(entry_id: bytes | str) -> int:
+def seq_from_entry_id(entry_id: bytes | str) -> int:
     """Return the seq encoded in a stream entry id ``<seq>-0``."""
     if isinstance(entry_id, str):
         entry_id = entry_id.encode()
@@ -356,7 +358,7 @@ class ShardJournal:
             pipeline.xrevrange(self._journal_key, count=1)
             pipeline.hget(self._snapshot_key, "seq")
             newest_entries, snapshot_seq = pipeline.execute()
-        journal_seq = _seq_from_entry_id(newest_entries[0][0]) if newest_entries else 0
+        journal_seq = seq_from_entry_id(newest_entries[0][0]) if newest_entries else 0
         return max(journal_seq, _as_int(snapshot_seq))
 
     def read_after(
@@ -383,7 +385,7 @@ class ShardJournal:
         while True:
             page = self._read_page(start, page_size)
             for entry_id, fields in page:
-                record_seq = _seq_from_entry_id(entry_id)
+                record_seq = seq_from_entry_id(entry_id)
                 if record_seq <= previous_seq:
                     raise JournalCorrupt(
                         f"shard {self._shard_index}: journal seq {record_seq} "
@@ -412,7 +414,7 @@ class ShardJournal:
 
     def _payload_of(self, record_seq: int, fields: dict) -> bytes:
         """Extract the payload field of one stream entry."""
-        payload = fields.get(_PAYLOAD_FIELD)
+        payload = fields.get(PAYLOAD_FIELD)
         if payload is None:
             raise JournalCorrupt(
                 f"shard {self._shard_index}: journal seq {record_seq} has no payload field"
@@ -556,7 +558,7 @@ class ShardJournal:
             pipeline.xrevrange(self._journal_key, count=1)
             epoch, journal_length, pointer, newest_entries = pipeline.execute()
         snapshot_seq = _as_int(pointer.get(b"seq"))
-        journal_seq = _seq_from_entry_id(newest_entries[0][0]) if newest_entries else 0
+        journal_seq = seq_from_entry_id(newest_entries[0][0]) if newest_entries else 0
         return {
             "shard_index": self._shard_index,
             "epoch": _as_int(epoch),
