@@ -32,7 +32,7 @@ from loyalty.v1 import loyalty_pb2_grpc
 from conftest import ServerThread, server_config
 
 SERVICE = "loyalty.v1.LoyaltyService"
-# Every wait below is bounded by this: the README promises service again within
+# Every wait below is bounded by this: docs/reliability.md promises service again within
 # seconds of Redis being back; a minute leaves room for a loaded CI machine.
 HEAL_DEADLINE_S = 60.0
 CALL_TIMEOUT_S = 5.0
