@@ -1,7 +1,8 @@
 """A shard's core: a Ledger, its journal sequence and clock, applied a batch at a time.
 
 ``apply_batch`` returns the batch's outcomes and the journal record that must be
-durable before any outcome is shown to anyone. ``replay`` applies a record read back
+durable before any outcome is shown to anyone; the record carries the balance after
+each event that changes one, for journal consumers. ``replay`` applies a record read back
 from a journal. Both are pure: the caller supplies the time (and, for budgeted rules,
 the budget owner).
 
@@ -21,6 +22,7 @@ from loyalty.actors.ledger.commands import Command
 from loyalty.actors.ledger.events import Event, JournalRecord
 from loyalty.actors.ledger.ledger import Ledger
 from loyalty.actors.ledger.members import COMPRESS_AFTER_DEFAULT, HOT_MEMBERS_DEFAULT, MemberStore
+from loyalty.actors.ledger.outcomes import BalanceView
 from loyalty.actors.ledger.program import CompiledProgram
 from loyalty.actors.ledger.rules.budget import BudgetSource
 from loyalty.actors.ledger.rules.compiler import CompiledRules
@@ -62,16 +64,20 @@ class ShardCore:
         campaign budget an earn needs beyond what the shard holds."""
         self.now_ms = max(self.now_ms, now_ms)
         events: list[Event] = []
+        balances: list[BalanceView | None] = []
         self.ledger.budget_source = budget
+        self.ledger.balances = balances
         try:
             outcomes = [self.ledger.execute(command, self.now_ms, events) for command in commands]
         finally:
             self.ledger.budget_source = None
+            self.ledger.balances = None
             self.ledger.members.settle()
         if not events:
             return outcomes, None
+        assert len(balances) == len(events), "a balance for every event"
         self.seq += 1
-        return outcomes, JournalRecord(self.seq, self.now_ms, tuple(events))
+        return outcomes, JournalRecord(self.seq, self.now_ms, tuple(events), tuple(balances))
 
     def return_budgets(
         self, keep: set[str], now_ms: int | None = None

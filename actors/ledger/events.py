@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import msgspec
 
+from loyalty.actors.ledger.outcomes import BalanceView
+
 
 # gc=False (here and in Take/Restore): events hold only strings, ints, tuples and
 # dicts of strings, never cycles, so the cyclic GC need not track the thousands a
@@ -159,9 +161,22 @@ Event = (
 )
 
 
+BALANCE_EVENTS: frozenset[type] = frozenset(
+    {Enrolled, Earned, Redeemed, Reserved, Captured, Released, Reversed, Adjusted, LotExpired, ReservationExpired}
+)
+"""The events that create or change a member's balance: the record carries the
+balance after each of them (``JournalRecord.balances``)."""
+
+
 class JournalRecord(msgspec.Struct, frozen=True, array_like=True):
     """One batch's events: the unit appended to a shard journal."""
 
     seq: int
     now_ms: int
     events: tuple[Event, ...]
+    balances: tuple[BalanceView | None, ...] = ()
+    """The member's balance right after each event, index for index with ``events``
+    (None for an event not in BALANCE_EVENTS), so a journal consumer needs no state
+    of its own to show it. Empty in records journaled before balances were recorded
+    (and in records of shard-level events only). Replay never reads it: the state is
+    rebuilt from the events alone."""

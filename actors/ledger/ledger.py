@@ -28,6 +28,7 @@ from loyalty.actors.ledger.ops.earn import budget_taker, decide_earn
 from loyalty.actors.ledger.ops.expiry import settle
 from loyalty.actors.ledger.ops.idempotency import failure, fingerprint, replayed
 from loyalty.actors.ledger.ops.views import balance_of, member_view
+from loyalty.actors.ledger.outcomes import BalanceView
 from loyalty.actors.ledger.program import CompiledProgram
 from loyalty.actors.ledger.rules.budget import BudgetSource
 from loyalty.actors.ledger.rules.compiler import CompiledRules
@@ -104,6 +105,10 @@ class Ledger:
         self.base_rates: dict[str, tuple[int, int]] = {}
         """The program's base earn rate per currency, as attribute_points takes it
         (filled as currencies are seen; the program never changes)."""
+        self.balances: list[BalanceView | None] | None = None
+        """While a batch runs (set by ShardCore.apply_batch): the balance after each
+        event appended to its events, index for index; None outside a batch, so
+        replays and simulated earns compute none."""
 
     def execute(self, command: c.Command, now_ms: int, events: list[e.Event]) -> bytes:
         """Apply one command at now_ms; append its events; return the encoded Outcome."""
@@ -130,13 +135,25 @@ class Ledger:
         else:
             event = DECIDERS[kind](self, command, member, now_ms, digest)
         events.append(event)
-        return EVOLVERS[type(event)](self, event)
+        event_kind = type(event)
+        answer = EVOLVERS[event_kind](self, event)
+        if self.balances is not None:  # the decided event is the member's (a Failed one changes nothing)
+            self.balances.append(balance_of(member, now_ms) if event_kind in e.BALANCE_EVENTS else None)
+        return answer
 
     def apply(self, event: e.Event) -> bytes | None:
         """Apply one event (live or replayed); return the encoded Outcome it answers."""
         return EVOLVERS[type(event)](self, event)
 
     def emit(self, event: e.Event, events: list[e.Event]) -> bytes | None:
-        """Record ``event`` in the batch's ``events`` and apply it."""
+        """Record ``event`` in the batch's ``events`` and apply it (and, when a batch
+        collects them, the balance after it)."""
         events.append(event)
-        return EVOLVERS[type(event)](self, event)
+        answer = EVOLVERS[type(event)](self, event)
+        if self.balances is not None:
+            balances = self.balances
+            if type(event) in e.BALANCE_EVENTS:
+                balances.append(balance_of(self.members[event.member_id], event.at_ms))
+            else:
+                balances.append(None)
+        return answer
