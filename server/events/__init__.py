@@ -1,0 +1,34 @@
+"""The ledger's events in public form (loyalty.v1 events.proto), translated from the
+shards' journal records, with the cursors readers resume from.
+
+- ``translation``: ``public_events(shard, seq, record)``, the loyalty.v1 Event
+  messages of one journal record (as a journal consumer delivers it), in order.
+- ``cursors``: ``encode_cursor`` / ``decode_cursor``; a malformed cursor is a
+  FieldViolation naming the request field (``after_cursor`` by default).
+
+Pure: protobuf and the ledger's records, no Redis or shard state; every event carries
+the member's balance after it because the shard journals that balance with the record
+(``JournalRecord.balances``). Records journaled before balances were recorded still
+translate, with ``balance`` unset.
+
+Not exposed (skipped, though their index still counts in cursors): ``Failed`` (a
+refusal kept for replays: no points moved), ``Pruned`` (old outcomes and closed
+reservations forgotten), ``BudgetLeased`` and ``BudgetReturned`` (the shard's
+campaign budget leases, no member's points).
+
+At the gateway's layer: it reuses the gateway's Balance conversion.
+"""
+
+from loyalty.server.events.cursors import AFTER_CURSOR_FIELD, Cursor, decode_cursor, encode_cursor
+from loyalty.server.events.translation import KINDS, SKIPPED, event_kind, public_events
+
+__all__ = [
+    "AFTER_CURSOR_FIELD",
+    "KINDS",
+    "SKIPPED",
+    "Cursor",
+    "decode_cursor",
+    "encode_cursor",
+    "event_kind",
+    "public_events",
+]
