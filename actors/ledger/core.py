@@ -2,9 +2,9 @@
 
 ``apply_batch`` returns the batch's outcomes and the journal record that must be
 durable before any outcome is shown to anyone; the record carries the balance after
-each event that changes one, for journal consumers. ``replay`` applies a record read back
-from a journal. Both are pure: the caller supplies the time (and, for budgeted rules,
-the budget owner).
+each event that changes one, for journal consumers. ``replay`` applies a record read
+back from a journal. Both are pure: the caller supplies the time (and, for budgeted
+rules, the budget owner).
 
 Rules are installed between batches (``install_rules``); a whole batch is evaluated
 with one version, and every earn records that version. Campaign budgets are held per

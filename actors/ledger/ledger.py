@@ -137,7 +137,7 @@ class Ledger:
         events.append(event)
         event_kind = type(event)
         answer = EVOLVERS[event_kind](self, event)
-        if self.balances is not None:  # the decided event is the member's (a Failed one changes nothing)
+        if self.balances is not None:  # the decided event is this member's
             self.balances.append(balance_of(member, now_ms) if event_kind in e.BALANCE_EVENTS else None)
         return answer
 
