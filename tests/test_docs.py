@@ -29,8 +29,8 @@ of the package, found through pyproject.toml's package-dir mapping (nothing is i
 Names: inline code outside fenced blocks that is a dotted ``loyalty.`` name
 (``loyalty.clients.errors``, ``loyalty.clients.testing.FakeLoyaltyServer``,
 ``loyalty.v1.LoyaltyService/Earn``) must name a module of the package; a name after the
-longest module must appear in that module's source (or be a gRPC service of a .proto
-beside it, and a ``/Method`` one of its rpcs). Deeper attributes are not checked.
+longest module must appear in that module's source (or be a message, an enum or a gRPC
+service of a .proto beside it, and a ``/Method`` one of the service's rpcs). Deeper attributes are not checked.
 Names ending in a file suffix (``loyalty.toml``) are files, not names.
 
 The checks run on one function each so that a test can run them on a copy with a bad
@@ -222,6 +222,8 @@ def name_problem(dotted: str, method: str | None, root: pathlib.Path) -> str | N
             if method in (None, "*") or re.search(rf"\brpc {method}\s*\(", service.group(1)):
                 return None
             return f"service {name} has no rpc {method}"
+        if method is None and re.search(rf"^(message|enum) {re.escape(name)}\s*\{{", text, flags=re.M):
+            return None
     if method is None and re.search(rf"\b{re.escape(name)}\b", module.read_text()):
         return None
     return f"{name} is not in {module.relative_to(root)}"
