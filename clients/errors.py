@@ -17,6 +17,7 @@ reason (or, for failures that carry none, by the gRPC status code)::
     ├── OperationNotFound             NOT_FOUND            OPERATION_NOT_FOUND          retry: no
     ├── InvalidArgument               INVALID_ARGUMENT     INVALID_FIELD                retry: no (.field_violations)
     ├── CurrencyNotSupported          FAILED_PRECONDITION  CURRENCY_NOT_SUPPORTED       retry: no
+    ├── CursorExpired                 FAILED_PRECONDITION  CURSOR_EXPIRED               retry: no (start from now)
     ├── RuleNotFound                  NOT_FOUND            RULE_NOT_FOUND               retry: no
     ├── RuleAlreadyExists             ALREADY_EXISTS       RULE_ALREADY_EXISTS          retry: no
     ├── EtagMismatch                  ABORTED              ETAG_MISMATCH                retry: no (read again)
@@ -224,6 +225,11 @@ class DeadlineExceeded(TransientError):
     applied. Retry: safe with the same request_id; or ask ``client.resolve``."""
 
 
+class CursorExpired(LoyaltyError):
+    """FAILED_PRECONDITION: an event cursor names events the journal no longer holds
+    (a snapshot trimmed them). Retry: no; stream again from now."""
+
+
 class UnexpectedError(LoyaltyError):
     """Any other failure (INTERNAL, UNKNOWN, UNIMPLEMENTED, CANCELLED, ...): most likely
     a bug or a version mismatch. Retry: not by default."""
@@ -247,6 +253,7 @@ ERRORS_BY_REASON: dict[str, type[LoyaltyError]] = {
     "SHARD_UNAVAILABLE": Unavailable,
     "CONTROL_STORE_UNAVAILABLE": ControlStoreUnavailable,
     "CURRENCY_NOT_SUPPORTED": CurrencyNotSupported,
+    "CURSOR_EXPIRED": CursorExpired,
     "RULE_NOT_FOUND": RuleNotFound,
     "RULE_ALREADY_EXISTS": RuleAlreadyExists,
     "ETAG_MISMATCH": EtagMismatch,

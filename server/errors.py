@@ -15,6 +15,7 @@ gRPC code follows from the reason, in ``_CODES``)::
     │   ├── PermissionDenied        PERMISSION_DENIED    PERMISSION_DENIED
     │   ├── RequestIdConflict       ALREADY_EXISTS       REQUEST_ID_CONFLICT
     │   ├── KeyNotFound             NOT_FOUND            API_KEY_NOT_FOUND
+    │   ├── CursorExpired           FAILED_PRECONDITION  CURSOR_EXPIRED (names the field)
     │   └── RuleChangeRefused       a rule change the live set refuses:
     │       ├── RuleNotFound        NOT_FOUND            RULE_NOT_FOUND
     │       ├── RuleAlreadyExists   ALREADY_EXISTS       RULE_ALREADY_EXISTS
@@ -85,6 +86,7 @@ _CODES: dict[Status, grpc.StatusCode] = {
     Status.API_KEY_NOT_FOUND: grpc.StatusCode.NOT_FOUND,
     Status.CURRENCY_NOT_SUPPORTED: grpc.StatusCode.FAILED_PRECONDITION,
     Status.CONTROL_STORE_UNAVAILABLE: grpc.StatusCode.UNAVAILABLE,
+    Status.CURSOR_EXPIRED: grpc.StatusCode.FAILED_PRECONDITION,
 }
 
 
@@ -155,6 +157,18 @@ class KeyNotFound(CallerError):
     def __init__(self, key_id: str) -> None:
         super().__init__(f"no API key {key_id}")
         self.key_id = key_id
+
+
+class CursorExpired(CallerError):
+    """An event cursor names events the journal no longer holds (a snapshot trimmed
+    them); answered with a BadRequest naming the request field."""
+
+    status = Status.CURSOR_EXPIRED
+
+    def __init__(self, field: str, description: str) -> None:
+        super().__init__(f"{field}: {description}", metadata={"field": field})
+        self.field = field
+        self.description = description
 
 
 class RuleChangeRefused(CallerError):
@@ -332,7 +346,9 @@ def status_of(error: LoyaltyServerError) -> status_pb2.Status:
     if isinstance(error, FieldViolation):
         return invalid_argument(error)
     violations = retry_after_ms = None
-    if isinstance(error, RuleSetInvalid):
+    if isinstance(error, CursorExpired):
+        violations = [FieldViolation(error.field, error.description)]
+    elif isinstance(error, RuleSetInvalid):
         violations = [FieldViolation(violation.path, violation.description) for violation in error.violations]
     elif isinstance(error, RateLimited):
         retry_after_ms = error.retry_after_ms

@@ -5,10 +5,15 @@ shards' journal records, with the cursors readers resume from.
   messages of one journal record (as a journal consumer delivers it), in order.
 - ``cursors``: ``encode_cursor`` / ``decode_cursor``; a malformed cursor is a
   FieldViolation naming the request field (``after_cursor`` by default).
+- ``tailer``: ``JournalTailer``, one per gateway process: one blocking XREAD over
+  every shard's journal on its own connection, each record translated once and its
+  events fanned out to the streams' bounded queues (SUBSCRIBER_QUEUE_EVENTS_MAX).
+- ``service``: ``EventStreams`` (the tailer and the servicer) and ``EventService``
+  (StreamEvents, WatchMember): replay from the request's cursors, then live.
 
-Pure: protobuf and the ledger's records, no Redis or shard state; every event carries
-the member's balance after it because the shard journals that balance with the record
-(``JournalRecord.balances``). Records journaled before balances were recorded still
+``translation`` and ``cursors`` are pure: protobuf and the ledger's records, no Redis
+or shard state; every event carries the member's balance after it because the shard
+journals that balance with the record (``JournalRecord.balances``). Records journaled before balances were recorded still
 translate, with ``balance`` unset.
 
 Not exposed (skipped, though their index still counts in cursors): ``Failed`` (a

@@ -26,6 +26,7 @@ from loyalty.actors.routing import SLOT_COUNT
 from loyalty.actors.shard.actor import ShardSettings
 from loyalty.server.admin.servicer import GatewayRules
 from loyalty.server.admin.keys import KeyAdministration
+from loyalty.server.events.service import EventStreams
 from loyalty.server.security.caller import CONFIG_ACTOR
 from loyalty.server.security.guard import GatewaySecurity, check_exposure
 from loyalty.server.runtime.embedded_redis import EmbeddedRedis, parent_death_signal_hook
@@ -247,6 +248,9 @@ class LoyaltyServer:
             self.router, host=self.config.host, port=self.config.port, program=self.config.program,
             admin=self.rules.servicer(keys=keys, audit=self.security.audit),
             security=self.security,
+            events=EventStreams(
+                redis_url=self.redis_url, key_prefix=self.config.key_prefix, shard_count=len(self.actors)
+            ),
         )
         self.port = await self._gateway.start()
         if self.config.gateways > 1:

@@ -26,15 +26,17 @@ from loyalty.actors.ledger.program import DEFAULT_PROGRAM, CompiledProgram, Prog
 from loyalty.server.security.guard import GatewaySecurity
 from loyalty.server.admin.keys import KeyAdministration
 from loyalty.server.admin.servicer import GatewayRules
+from loyalty.server.events.service import EventStreams
 from loyalty.server.gateway.health import ShardHealth
 from loyalty.server.limits import MESSAGE_BYTES_MAX, SHUTDOWN_GRACE_S
 from loyalty.server.security.config import SecuritySettings
 from loyalty.server.gateway.servicer import LoyaltyService
 from loyalty.server.gateway.router import ShardRouter, router_for
-from loyalty.v1 import admin_pb2, admin_pb2_grpc, loyalty_pb2, loyalty_pb2_grpc
+from loyalty.v1 import admin_pb2, admin_pb2_grpc, events_pb2, events_pb2_grpc, loyalty_pb2, loyalty_pb2_grpc
 
 SERVICE_NAME = loyalty_pb2.DESCRIPTOR.services_by_name["LoyaltyService"].full_name
 ADMIN_SERVICE_NAME = admin_pb2.DESCRIPTOR.services_by_name["AdminService"].full_name
+EVENT_SERVICE_NAME = events_pb2.DESCRIPTOR.services_by_name["EventService"].full_name
 
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -80,10 +82,13 @@ class Gateway:
         program: Program | None = None,
         security: GatewaySecurity | None = None,
         admin=None,
+        events: EventStreams | None = None,
     ) -> None:
         self.router = router
         self.admin = admin
         """The AdminService servicer (None: not served)."""
+        self.events = events
+        """The EventService and its journal tailer (None: not served)."""
         self.security = security
         """Keys, roles, limits and TLS (loyalty.server.security.guard); None: plaintext, no checks
         (only for tools that start a bare gateway)."""
@@ -115,6 +120,10 @@ class Gateway:
         if self.admin is not None:
             admin_pb2_grpc.add_AdminServiceServicer_to_server(self.admin, self._server)
             services += (ADMIN_SERVICE_NAME,)
+        if self.events is not None:
+            await self.events.start()
+            events_pb2_grpc.add_EventServiceServicer_to_server(self.events.servicer, self._server)
+            services += (EVENT_SERVICE_NAME,)
         reflection.enable_server_reflection(services, self._server)
         address = f"{self.host}:{self.port}"
         if self.security is not None:
@@ -144,6 +153,8 @@ class Gateway:
             await self._shard_health.stop()
             self._shard_health = None
         await self._health.enter_graceful_shutdown()
+        if self.events is not None:
+            await self.events.stop()  # ends the event streams, which would never drain
         await self._server.stop(grace_s)
         self._server = None
         self.router.close()  # the shard channels; nothing uses the router after this
@@ -201,6 +212,7 @@ def worker_main(argv: list[str] | None = None) -> int:
             router_for(actors, rules.live), host=options.host, port=options.port, program=program,
             security=security,
             admin=rules.servicer(keys=KeyAdministration.for_gateway(security), audit=security.audit),
+            events=EventStreams(redis_url=options.redis_url, key_prefix=options.key_prefix, shard_count=len(actors)),
         )
         uvloop.run(_serve_until_signal(gateway, rules))
     finally:

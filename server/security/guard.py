@@ -10,11 +10,12 @@ Roles (``ROLE_METHODS`` is the table; the README shows it):
 - ``pos``: a till. Enrol, earn, redeem, reserve, capture, release, reverse, balance,
   plus the reads a till needs to be safe and helpful: GetMember, GetOperation (a till
   whose call timed out must learn what happened before retrying), SimulateEarn and
-  QuoteRedemption (show points before paying).
+  QuoteRedemption (show points before paying), and WatchMember (one member's events).
 - ``ecommerce``: what pos may, plus ListTransactions and Batch.
 - ``analytics``: reads only (GetMember, GetBalance, ListTransactions, GetOperation,
-  SimulateEarn, QuoteRedemption).
-- ``admin``: everything, including Adjust, rules, keys and the audit log.
+  SimulateEarn, QuoteRedemption), and StreamEvents (every member's events).
+- ``admin``: everything, including Adjust, rules, keys, the audit log and both
+  event streams.
 
 Health checking and reflection are open to everyone (load balancers probe them).
 Every other call runs as its ``Caller`` (server/security/caller.py), which the
@@ -39,10 +40,11 @@ from loyalty.server.security.config import Limits, SecuritySettings, is_loopback
 from loyalty.server.security.rate_limits import KeyRateLimiter
 from loyalty.server.stores.audit import AuditLog
 from loyalty.server.stores.keys import ApiKeyRecord, KeyMirror, KeyRecords
-from loyalty.v1 import admin_pb2, loyalty_pb2
+from loyalty.v1 import admin_pb2, events_pb2, loyalty_pb2
 
 LOYALTY_SERVICE = loyalty_pb2.DESCRIPTOR.services_by_name["LoyaltyService"].full_name
 ADMIN_SERVICE = admin_pb2.DESCRIPTOR.services_by_name["AdminService"].full_name
+EVENT_SERVICE = events_pb2.DESCRIPTOR.services_by_name["EventService"].full_name
 
 # Services anyone may call: health checks (load balancers) and reflection (tools).
 OPEN_SERVICES: tuple[str, ...] = (
@@ -54,6 +56,10 @@ OPEN_SERVICES: tuple[str, ...] = (
 
 def _loyalty(*names: str) -> frozenset[str]:
     return frozenset(f"/{LOYALTY_SERVICE}/{name}" for name in names)
+
+
+def _events(*names: str) -> frozenset[str]:
+    return frozenset(f"/{EVENT_SERVICE}/{name}" for name in names)
 
 
 def _every_method(service: str, descriptor) -> frozenset[str]:
@@ -69,13 +75,15 @@ _POS_METHODS = _loyalty(
 )  # fmt: skip
 
 ROLE_METHODS: dict[str, frozenset[str]] = {
-    "pos": _POS_METHODS,
-    "ecommerce": _POS_METHODS | _loyalty("ListTransactions", "Batch"),
+    "pos": _POS_METHODS | _events("WatchMember"),
+    "ecommerce": _POS_METHODS | _loyalty("ListTransactions", "Batch") | _events("WatchMember"),
     "analytics": _loyalty(
         "GetMember", "GetBalance", "ListTransactions", "GetOperation", "SimulateEarn", "QuoteRedemption"
-    ),
+    )
+    | _events("StreamEvents"),
     "admin": _every_method(LOYALTY_SERVICE, loyalty_pb2.DESCRIPTOR)
-    | _every_method(ADMIN_SERVICE, admin_pb2.DESCRIPTOR),
+    | _every_method(ADMIN_SERVICE, admin_pb2.DESCRIPTOR)
+    | _every_method(EVENT_SERVICE, events_pb2.DESCRIPTOR),
 }
 """Full method names ("/loyalty.v1.LoyaltyService/Earn") each role may call. Methods
 in no list (a future RPC) are admin-only until placed: the table fails closed."""

@@ -194,3 +194,19 @@ class PointsAdjusted(_message.Message):
     debt_repaid: int
     expires_at: _timestamp_pb2.Timestamp
     def __init__(self, points: _Optional[int] = ..., reason: _Optional[str] = ..., debt_repaid: _Optional[int] = ..., expires_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class StreamEventsRequest(_message.Message):
+    __slots__ = ("after_cursors", "kinds")
+    AFTER_CURSORS_FIELD_NUMBER: _ClassVar[int]
+    KINDS_FIELD_NUMBER: _ClassVar[int]
+    after_cursors: _containers.RepeatedScalarFieldContainer[str]
+    kinds: _containers.RepeatedScalarFieldContainer[EventKind]
+    def __init__(self, after_cursors: _Optional[_Iterable[str]] = ..., kinds: _Optional[_Iterable[_Union[EventKind, str]]] = ...) -> None: ...
+
+class WatchMemberRequest(_message.Message):
+    __slots__ = ("member_id", "after_cursor")
+    MEMBER_ID_FIELD_NUMBER: _ClassVar[int]
+    AFTER_CURSOR_FIELD_NUMBER: _ClassVar[int]
+    member_id: str
+    after_cursor: str
+    def __init__(self, member_id: _Optional[str] = ..., after_cursor: _Optional[str] = ...) -> None: ...

@@ -3,6 +3,7 @@
 import grpc
 import warnings
 
+from loyalty.v1 import events_pb2 as loyalty_dot_v1_dot_events__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
 GRPC_VERSION = grpc.__version__
@@ -22,3 +23,144 @@ if _version_not_supported:
         + f' Please upgrade your grpc module to grpcio>={GRPC_GENERATED_VERSION}'
         + f' or downgrade your generated code using grpcio-tools<={GRPC_VERSION}.'
     )
+
+
+class EventServiceStub:
+    """Streams of the ledger's events, live and resumable. A stream starts at the
+    request's cursors (or now), replays what the journals hold after them, then
+    follows new events without a gap or a repeat. The server keeps no position for a
+    reader: the reader keeps the cursor of the last event it handled and sends it
+    again to resume. A reader that does not keep up is ended with RESOURCE_EXHAUSTED
+    (reason OVERLOADED) and resumes from its last cursor; a cursor whose events the
+    journal no longer holds (a snapshot trimmed them) is FAILED_PRECONDITION (reason
+    CURSOR_EXPIRED): start again from now.
+    """
+
+    def __init__(self, channel):
+        """Constructor.
+
+        Args:
+            channel: A grpc.Channel.
+        """
+        self.StreamEvents = channel.unary_stream(
+                '/loyalty.v1.EventService/StreamEvents',
+                request_serializer=loyalty_dot_v1_dot_events__pb2.StreamEventsRequest.SerializeToString,
+                response_deserializer=loyalty_dot_v1_dot_events__pb2.Event.FromString,
+                _registered_method=True)
+        self.WatchMember = channel.unary_stream(
+                '/loyalty.v1.EventService/WatchMember',
+                request_serializer=loyalty_dot_v1_dot_events__pb2.WatchMemberRequest.SerializeToString,
+                response_deserializer=loyalty_dot_v1_dot_events__pb2.Event.FromString,
+                _registered_method=True)
+
+
+class EventServiceServicer:
+    """Streams of the ledger's events, live and resumable. A stream starts at the
+    request's cursors (or now), replays what the journals hold after them, then
+    follows new events without a gap or a repeat. The server keeps no position for a
+    reader: the reader keeps the cursor of the last event it handled and sends it
+    again to resume. A reader that does not keep up is ended with RESOURCE_EXHAUSTED
+    (reason OVERLOADED) and resumes from its last cursor; a cursor whose events the
+    journal no longer holds (a snapshot trimmed them) is FAILED_PRECONDITION (reason
+    CURSOR_EXPIRED): start again from now.
+    """
+
+    def StreamEvents(self, request, context):
+        """Every member's events, per shard in journal order (back-office readers).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def WatchMember(self, request, context):
+        """One member's events, in order.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+
+def add_EventServiceServicer_to_server(servicer, server):
+    rpc_method_handlers = {
+            'StreamEvents': grpc.unary_stream_rpc_method_handler(
+                    servicer.StreamEvents,
+                    request_deserializer=loyalty_dot_v1_dot_events__pb2.StreamEventsRequest.FromString,
+                    response_serializer=loyalty_dot_v1_dot_events__pb2.Event.SerializeToString,
+            ),
+            'WatchMember': grpc.unary_stream_rpc_method_handler(
+                    servicer.WatchMember,
+                    request_deserializer=loyalty_dot_v1_dot_events__pb2.WatchMemberRequest.FromString,
+                    response_serializer=loyalty_dot_v1_dot_events__pb2.Event.SerializeToString,
+            ),
+    }
+    generic_handler = grpc.method_handlers_generic_handler(
+            'loyalty.v1.EventService', rpc_method_handlers)
+    server.add_generic_rpc_handlers((generic_handler,))
+    server.add_registered_method_handlers('loyalty.v1.EventService', rpc_method_handlers)
+
+
+ # This class is part of an EXPERIMENTAL API.
+class EventService:
+    """Streams of the ledger's events, live and resumable. A stream starts at the
+    request's cursors (or now), replays what the journals hold after them, then
+    follows new events without a gap or a repeat. The server keeps no position for a
+    reader: the reader keeps the cursor of the last event it handled and sends it
+    again to resume. A reader that does not keep up is ended with RESOURCE_EXHAUSTED
+    (reason OVERLOADED) and resumes from its last cursor; a cursor whose events the
+    journal no longer holds (a snapshot trimmed them) is FAILED_PRECONDITION (reason
+    CURSOR_EXPIRED): start again from now.
+    """
+
+    @staticmethod
+    def StreamEvents(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/loyalty.v1.EventService/StreamEvents',
+            loyalty_dot_v1_dot_events__pb2.StreamEventsRequest.SerializeToString,
+            loyalty_dot_v1_dot_events__pb2.Event.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WatchMember(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/loyalty.v1.EventService/WatchMember',
+            loyalty_dot_v1_dot_events__pb2.WatchMemberRequest.SerializeToString,
+            loyalty_dot_v1_dot_events__pb2.Event.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)

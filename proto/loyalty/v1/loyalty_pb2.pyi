@@ -37,6 +37,7 @@ class ErrorReason(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     API_KEY_NOT_FOUND: _ClassVar[ErrorReason]
     CURRENCY_NOT_SUPPORTED: _ClassVar[ErrorReason]
     CONTROL_STORE_UNAVAILABLE: _ClassVar[ErrorReason]
+    CURSOR_EXPIRED: _ClassVar[ErrorReason]
 
 class MemberStatus(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -80,6 +81,7 @@ ETAG_MISMATCH: ErrorReason
 API_KEY_NOT_FOUND: ErrorReason
 CURRENCY_NOT_SUPPORTED: ErrorReason
 CONTROL_STORE_UNAVAILABLE: ErrorReason
+CURSOR_EXPIRED: ErrorReason
 MEMBER_STATUS_UNSPECIFIED: MemberStatus
 MEMBER_STATUS_ACTIVE: MemberStatus
 TRANSACTION_KIND_UNSPECIFIED: TransactionKind
