@@ -30,6 +30,7 @@ PUBLIC_NAMES = {
     "PermissionDenied", "TransientError", "Overloaded", "Unavailable", "DeadlineExceeded",
     "UnexpectedError", "RateLimited", "CurrencyNotSupported", "RuleNotFound",
     "RuleAlreadyExists", "EtagMismatch", "ApiKeyNotFound", "ControlStoreUnavailable",
+    "CursorExpired",
 }  # fmt: skip
 
 CLIENT_METHODS = {
@@ -125,3 +126,17 @@ def test_a_control_store_outage_is_an_unavailable_that_is_retried():
     assert type(error) is loyalty.clients.ControlStoreUnavailable
     assert isinstance(error, loyalty.clients.Unavailable) and isinstance(error, loyalty.clients.TransientError)
     assert error.retryable and error.outcome_unknown
+
+
+def test_an_expired_event_cursor_is_its_own_error_and_not_retried():
+    """CURSOR_EXPIRED: the journal no longer holds the resume point; retrying the same
+    cursor can never work, so it is not a TransientError."""
+    import grpc
+
+    from loyalty.clients.errors import error_from_details
+
+    details = loyalty.clients.ErrorDetails(grpc.StatusCode.FAILED_PRECONDITION, "trimmed", reason="CURSOR_EXPIRED")
+    error = error_from_details(details, request_id="", mutation=False)
+    assert type(error) is loyalty.clients.CursorExpired
+    assert not isinstance(error, loyalty.clients.TransientError)
+    assert not error.retryable
