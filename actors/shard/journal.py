@@ -46,7 +46,9 @@ __all__ = [
     "JournalError",
     "JournalUnavailable",
     "ShardJournal",
+    "head_seq",
     "seq_from_entry_id",
+    "shard_key",
 ]
 
 # Records fetched per XRANGE round trip: large enough that replaying a long
@@ -243,6 +245,19 @@ def seq_from_entry_id(entry_id: bytes | str) -> int:
     return int(seq_part)
 
 
+def shard_key(key_prefix: str, shard_index: int, name: str) -> str:
+    """One of a shard's keys (``epoch``, ``journal``, ``snapshot``, ``consumers``),
+    under the hash tag they all share."""
+    return f"{{{key_prefix}:shard:{shard_index}}}:{name}"
+
+
+def head_seq(newest_entries: list, snapshot_seq: bytes | str | None) -> int:
+    """The highest journaled seq, from the newest stream entry (an XREVRANGE COUNT 1
+    reply) and the snapshot pointer's seq: a snapshot may have trimmed the stream empty."""
+    journal_seq = seq_from_entry_id(newest_entries[0][0]) if newest_entries else 0
+    return max(journal_seq, _as_int(snapshot_seq))
+
+
 def _as_int(value: bytes | str | None) -> int:
     """Decode an integer reply, treating a missing value as 0."""
     return 0 if value is None else int(value)
@@ -301,11 +316,10 @@ class ShardJournal:
             raise ValueError("the journal needs a client created with decode_responses=False")
         self._client = client
         self._shard_index = shard_index
-        hash_tag = f"{{{key_prefix}:shard:{shard_index}}}"
-        self._epoch_key = f"{hash_tag}:epoch"
-        self._journal_key = f"{hash_tag}:journal"
-        self._snapshot_key = f"{hash_tag}:snapshot"
-        self._consumers_key = f"{hash_tag}:consumers"
+        self._epoch_key = shard_key(key_prefix, shard_index, "epoch")
+        self._journal_key = shard_key(key_prefix, shard_index, "journal")
+        self._snapshot_key = shard_key(key_prefix, shard_index, "snapshot")
+        self._consumers_key = shard_key(key_prefix, shard_index, "consumers")
         self._append_script = client.register_script(_APPEND_SCRIPT)
         self._flip_snapshot_script = client.register_script(_FLIP_SNAPSHOT_SCRIPT)
 
@@ -358,8 +372,7 @@ class ShardJournal:
             pipeline.xrevrange(self._journal_key, count=1)
             pipeline.hget(self._snapshot_key, "seq")
             newest_entries, snapshot_seq = pipeline.execute()
-        journal_seq = seq_from_entry_id(newest_entries[0][0]) if newest_entries else 0
-        return max(journal_seq, _as_int(snapshot_seq))
+        return head_seq(newest_entries, snapshot_seq)
 
     def read_after(
         self, seq: int, *, page_size: int = JOURNAL_PAGE_RECORDS_MAX
@@ -558,11 +571,10 @@ class ShardJournal:
             pipeline.xrevrange(self._journal_key, count=1)
             epoch, journal_length, pointer, newest_entries = pipeline.execute()
         snapshot_seq = _as_int(pointer.get(b"seq"))
-        journal_seq = seq_from_entry_id(newest_entries[0][0]) if newest_entries else 0
         return {
             "shard_index": self._shard_index,
             "epoch": _as_int(epoch),
-            "last_seq": max(journal_seq, snapshot_seq),
+            "last_seq": head_seq(newest_entries, snapshot_seq),
             "snapshot_seq": snapshot_seq,
             "snapshot_chunk_count": _as_int(pointer.get(b"chunk_count")),
             "journal_length": int(journal_length),

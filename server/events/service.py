@@ -23,7 +23,7 @@ import redis.exceptions
 
 from loyalty.actors.ledger import codec
 from loyalty.actors.routing import shard_of
-from loyalty.actors.shard.journal import JOURNAL_PAGE_RECORDS_MAX, PAYLOAD_FIELD, seq_from_entry_id
+from loyalty.actors.shard.journal import JOURNAL_PAGE_RECORDS_MAX, PAYLOAD_FIELD, seq_from_entry_id, shard_key
 from loyalty.server import errors
 from loyalty.server.errors import CursorExpired, FieldViolation, LoyaltyServerError, ShardUnavailable
 from loyalty.server.events import tailer as tailing
@@ -90,7 +90,7 @@ class EventStreams:
 
     async def _replay(self, field: str, cursor: Cursor, until_seq: int) -> AsyncIterator[pb.Event]:
         """The events of ``cursor``'s shard after it, up to record ``until_seq``."""
-        key = tailing.journal_key(self.key_prefix, cursor.shard)
+        key = shard_key(self.key_prefix, cursor.shard, "journal")
         after = encode_cursor(cursor)
         if cursor.seq > until_seq:
             head = await self._head(cursor.shard)
@@ -133,13 +133,10 @@ class EventStreams:
 
     async def _head(self, shard: int) -> int:
         try:
-            pipeline = self._client.pipeline(transaction=False)
-            pipeline.xrevrange(tailing.journal_key(self.key_prefix, shard), count=1)
-            pipeline.hget(tailing.snapshot_key(self.key_prefix, shard), "seq")
-            newest, snapshot_seq = await pipeline.execute()
+            (head,) = await tailing.journal_heads(self._client, self.key_prefix, [shard])
         except (redis.exceptions.RedisError, OSError) as error:
             raise ShardUnavailable(f"the journal could not be read: {error}") from error
-        return max(seq_from_entry_id(newest[0][0]) if newest else 0, int(snapshot_seq or 0))
+        return head
 
 
 # --------------------------------------------------------------------- requests

@@ -3,8 +3,10 @@ streams of EventService (``service``).
 
 The tailer follows every shard's journal stream on its own Redis connection with one
 blocking XREAD over all of them, from the journals' heads when it starts; it
-translates each record once (``public_events``) and offers the record's events to
-every subscriber. Offering never waits: a subscriber keeps the events it matches
+translates each record once (``public_events``), only when an open stream follows
+its shard, and offers the record's events to every subscriber. With no stream open
+the gateway still reads the journals (so a new stream's starting point is exact) but
+decodes nothing. Offering never waits: a subscriber keeps the events it matches
 (its shards, member and kinds) in a bounded queue, and one whose queue would pass
 its limit is ended (``Overflowed``) instead of holding the tailer or the others up.
 
@@ -19,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
+from collections.abc import Sequence
 
 import msgspec
 import redis.asyncio as aioredis
@@ -26,7 +29,13 @@ import redis.exceptions
 
 from loyalty.actors.ledger import codec
 from loyalty.actors.ledger.status import Status
-from loyalty.actors.shard.journal import JOURNAL_PAGE_RECORDS_MAX, PAYLOAD_FIELD, seq_from_entry_id
+from loyalty.actors.shard.journal import (
+    JOURNAL_PAGE_RECORDS_MAX,
+    PAYLOAD_FIELD,
+    head_seq,
+    seq_from_entry_id,
+    shard_key,
+)
 from loyalty.server.errors import LimitReached
 from loyalty.server.events.translation import event_kind, public_events
 from loyalty.v1 import events_pb2 as pb
@@ -49,14 +58,14 @@ TAILER_RETRY_S = 0.5
 """Pause after a failed read of the journals (Redis restarting) before the next."""
 
 
-def journal_key(key_prefix: str, shard: int) -> str:
-    """The journal stream of a shard (as ``loyalty.actors.shard.journal`` names it)."""
-    return f"{{{key_prefix}:shard:{shard}}}:journal"
-
-
-def snapshot_key(key_prefix: str, shard: int) -> str:
-    """The snapshot pointer of a shard (a hash with field ``seq``)."""
-    return f"{{{key_prefix}:shard:{shard}}}:snapshot"
+async def journal_heads(client: aioredis.Redis, key_prefix: str, shards: Sequence[int]) -> list[int]:
+    """The highest journaled seq of each of ``shards``, in one round trip."""
+    pipeline = client.pipeline(transaction=False)
+    for shard in shards:
+        pipeline.xrevrange(shard_key(key_prefix, shard, "journal"), count=1)
+        pipeline.hget(shard_key(key_prefix, shard, "snapshot"), "seq")
+    replies = await pipeline.execute()
+    return [head_seq(replies[2 * index], replies[2 * index + 1]) for index in range(len(shards))]
 
 
 class Overflowed(LimitReached):
@@ -148,8 +157,8 @@ class JournalTailer:
 
     def __init__(self, redis_url: str, key_prefix: str, shard_count: int, *, block_s: float = TAILER_BLOCK_S) -> None:
         self.shard_count = shard_count
-        self._keys = [journal_key(key_prefix, shard) for shard in range(shard_count)]
-        self._snapshot_keys = [snapshot_key(key_prefix, shard) for shard in range(shard_count)]
+        self.key_prefix = key_prefix
+        self._keys = [shard_key(key_prefix, shard, "journal") for shard in range(shard_count)]
         self._shard_of = {key.encode(): shard for shard, key in enumerate(self._keys)}
         self._block_ms = max(1, round(block_s * 1000))
         # Its own connection, whose socket timeout outlasts the blocking XREAD on it.
@@ -192,16 +201,7 @@ class JournalTailer:
         self._subscribers.discard(subscriber)
 
     async def _heads(self) -> list[int]:
-        pipeline = self._client.pipeline(transaction=False)
-        for key, snapshot in zip(self._keys, self._snapshot_keys):
-            pipeline.xrevrange(key, count=1)
-            pipeline.hget(snapshot, "seq")
-        replies = await pipeline.execute()
-        heads = []
-        for shard in range(self.shard_count):
-            newest, snapshot_seq = replies[2 * shard], replies[2 * shard + 1]
-            heads.append(max(seq_from_entry_id(newest[0][0]) if newest else 0, int(snapshot_seq or 0)))
-        return heads
+        return await journal_heads(self._client, self.key_prefix, range(self.shard_count))
 
     async def _run(self) -> None:
         failing = False
@@ -237,6 +237,8 @@ class JournalTailer:
                         "resume after the last cursor received"
                     )
                 )
+        if not any(shard in subscriber.shards for subscriber in self._subscribers):
+            return  # nobody listens: no decoding or protobuf on the gateway's CPU
         try:
             record = codec.decode_record(fields[PAYLOAD_FIELD])
         except (KeyError, msgspec.DecodeError):
