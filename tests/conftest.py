@@ -14,6 +14,7 @@ redis-server or Ray's processes anyway fails at once, so the pure tier stays pur
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 import uuid
@@ -264,3 +265,33 @@ def secured_server(ray_session, redis_server: EmbeddedRedis) -> Iterator[Secured
         yield running
     finally:
         running.stop()
+
+
+class LogLines(logging.Handler):
+    """The log lines of one logger, whatever else configured logging (a server test
+    may have made ``loyalty`` stop propagating to pytest's caplog)."""
+
+    def __init__(self, logger: logging.Logger) -> None:
+        super().__init__(logging.DEBUG)
+        self.logger = logger
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(record.getMessage())
+
+    def __enter__(self) -> "LogLines":
+        self.logger.addHandler(self)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.logger.removeHandler(self)
+
+    @property
+    def text(self) -> str:
+        return "\n".join(self.lines)
+
+
+@pytest.fixture
+def log_lines() -> type[LogLines]:
+    """``with log_lines(logger) as lines:`` collects that logger's lines (``lines.text``)."""
+    return LogLines

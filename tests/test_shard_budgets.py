@@ -4,7 +4,6 @@ which chunks the live rules still need, and giving the rest back journal-first."
 from __future__ import annotations
 
 import datetime
-import logging
 import math
 
 import pytest
@@ -21,28 +20,6 @@ T0 = 1_795_262_400_000  # 2026-11-21 12:00 UTC
 PROGRAM = CompiledProgram(Program(points_expiry_days=0))
 
 
-class Lines(logging.Handler):
-    """The log lines of one logger, whatever else configured logging (a server test
-    may have made ``loyalty`` stop propagating to pytest's caplog)."""
-
-    def __init__(self, logger: logging.Logger) -> None:
-        super().__init__(logging.DEBUG)
-        self.logger = logger
-        self.lines: list[str] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.lines.append(record.getMessage())
-
-    def __enter__(self) -> Lines:
-        self.logger.addHandler(self)
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.logger.removeHandler(self)
-
-    @property
-    def text(self) -> str:
-        return "\n".join(self.lines)
 
 
 def budgeted(rule_id: str, total: int = 1_000, **fields) -> Rule:
@@ -142,12 +119,12 @@ def test_a_graceful_stop_gives_every_chunk_back():
     assert leases.give_all_back(core, T0 + 6) == {}  # nothing left: nothing journaled
 
 
-def test_points_the_owner_cannot_take_back_are_lost_never_given_twice():
+def test_points_the_owner_cannot_take_back_are_lost_never_given_twice(log_lines):
     log: list = []
     owner = Owner(log, fail_give_back=True)
     core = shard_with_a_chunk(RuleSet(version=1, rules=(budgeted("camp"),)), owner)
     leases = BudgetLeases(owner, lambda record: log.append(("journal", record.seq)), shard_index=4)
-    with Lines(budgets.log) as lines:
+    with log_lines(budgets.log) as lines:
         assert leases.give_all_back(core, T0 + 1) == {"camp": 70}  # journaled: the shard no longer holds them
     assert core.budget_balances() == {}
     assert "shard 4: budget points" in lines.text and "lost" in lines.text

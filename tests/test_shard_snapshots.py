@@ -10,7 +10,6 @@ fake journal: no Ray, no Redis.
 
 from __future__ import annotations
 
-import logging
 import threading
 
 from loyalty.actors.ledger import CompiledProgram, Program, ShardCore, codec
@@ -98,28 +97,6 @@ def test_a_failed_background_snapshot_is_tried_again_and_nothing_is_lost(redis_s
 # ---------------------------------------------------------------------- without Ray or Redis
 
 
-class Lines(logging.Handler):
-    """The log lines of one logger, whatever else configured logging (a server test
-    may have made ``loyalty`` stop propagating to pytest's caplog)."""
-
-    def __init__(self, logger: logging.Logger) -> None:
-        super().__init__(logging.DEBUG)
-        self.logger = logger
-        self.lines: list[str] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.lines.append(record.getMessage())
-
-    def __enter__(self) -> Lines:
-        self.logger.addHandler(self)
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.logger.removeHandler(self)
-
-    @property
-    def text(self) -> str:
-        return "\n".join(self.lines)
 
 
 class Clock:
@@ -194,12 +171,12 @@ def test_one_background_snapshot_at_a_time_and_a_snapshot_on_demand_after_it():
     assert snapshots.write_now(core, epoch=7) == 2 and len(journal.written) == 2  # nothing new: nothing written
 
 
-def test_a_failed_write_is_logged_and_retried_at_the_next_batch():
+def test_a_failed_write_is_logged_and_retried_at_the_next_batch(log_lines):
     journal = FakeJournal(failures=[JournalUnavailable("redis away"), JournalError("corrupt")])
     snapshots = Snapshots(journal, SnapshotSchedule(every_events=10, every_s=1e9, clock=Clock()), shard_index=3)
     core = core_with(2)
     snapshots.schedule.journaled(2)
-    with Lines(snapshots_module.log) as lines:
+    with log_lines(snapshots_module.log) as lines:
         assert snapshots.write_now(core, epoch=1) == 0  # failed: logged, not raised
         assert "shard 3: snapshot at seq 1 not written" in lines.text
         assert snapshots.schedule.due()
