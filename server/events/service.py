@@ -48,9 +48,6 @@ class EventStreams:
         self._client = aioredis.Redis.from_url(redis_url, socket_timeout=5.0, socket_connect_timeout=5.0)
         self.servicer = EventService(self)
 
-    async def start(self) -> None:
-        await self.tailer.start()
-
     async def stop(self) -> None:
         await self.tailer.stop()
         await self._client.aclose()
@@ -68,7 +65,7 @@ class EventStreams:
     ) -> AsyncIterator[pb.Event]:
         """The events after ``cursors`` (shard -> (field, cursor)), then live ones;
         ``subscribed`` is awaited once the stream gets live events."""
-        subscriber = self.tailer.subscribe(
+        subscriber = await self.tailer.subscribe(
             shards=shards, member_id=member_id, kinds=kinds, limit=tailing.SUBSCRIBER_QUEUE_EVENTS_MAX
         )
         try:

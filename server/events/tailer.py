@@ -2,11 +2,11 @@
 streams of EventService (``service``).
 
 The tailer follows every shard's journal stream on its own Redis connection with one
-blocking XREAD over all of them, from the journals' heads when it starts; it
-translates each record once (``public_events``), only when an open stream follows
-its shard, and offers the record's events to every subscriber. With no stream open
-the gateway still reads the journals (so a new stream's starting point is exact) but
-decodes nothing. Offering never waits: a subscriber keeps the events it matches
+blocking XREAD over all of them, and only while a stream is open: the first
+subscriber starts it at the journals' heads and the last one to leave stops it, so
+a gateway nobody watches spends nothing on events. It translates each record once
+(``public_events``), only when an open stream follows its shard, and offers the
+record's events to every subscriber. Offering never waits: a subscriber keeps the events it matches
 (its shards, member and kinds) in a bounded queue, and one whose queue would pass
 its limit is ended (``Overflowed``) instead of holding the tailer or the others up.
 
@@ -36,7 +36,7 @@ from loyalty.actors.shard.journal import (
     seq_from_entry_id,
     shard_key,
 )
-from loyalty.server.errors import LimitReached
+from loyalty.server.errors import LimitReached, ShardUnavailable
 from loyalty.server.events.translation import event_kind, public_events
 from loyalty.v1 import events_pb2 as pb
 
@@ -170,13 +170,6 @@ class JournalTailer:
         self._subscribers: set[Subscriber] = set()
         self._task: asyncio.Task | None = None
 
-    async def start(self) -> None:
-        """Start at the journals' heads and follow them."""
-        if self._task is not None:
-            return
-        self.positions = await self._heads()
-        self._task = asyncio.create_task(self._run(), name="loyalty-event-tailer")
-
     async def stop(self) -> None:
         """Stop following; every subscriber still open is ended."""
         task, self._task = self._task, None
@@ -191,14 +184,30 @@ class JournalTailer:
         self._subscribers.clear()
         await self._client.aclose()
 
-    def subscribe(self, **filters) -> Subscriber:
-        """A new subscriber that gets every record after the current ``positions``."""
-        subscriber = Subscriber(self.positions, **filters)
+    async def subscribe(self, **filters) -> Subscriber:
+        """A new subscriber that gets every record after the current ``positions``.
+
+        The tailer only reads the journals while a stream is open (with none, a
+        gateway spends nothing on events): the first subscriber starts it at the
+        journals' heads."""
+        if self._task is None:
+            try:
+                heads = await self._heads()
+            except (redis.exceptions.RedisError, OSError) as error:
+                raise ShardUnavailable(f"the journals could not be read: {error}") from error
+            if self._task is None:  # nobody started it during the await
+                self.positions = heads
+                self._task = asyncio.create_task(self._run(), name="loyalty-event-tailer")
+        subscriber = Subscriber(self.positions, **filters)  # no await since the heads were set
         self._subscribers.add(subscriber)
         return subscriber
 
     def unsubscribe(self, subscriber: Subscriber) -> None:
+        """Forget a subscriber; the last one to go stops the tailer."""
         self._subscribers.discard(subscriber)
+        if not self._subscribers and self._task is not None:
+            self._task.cancel()
+            self._task = None
 
     async def _heads(self) -> list[int]:
         return await journal_heads(self._client, self.key_prefix, range(self.shard_count))

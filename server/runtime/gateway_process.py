@@ -121,7 +121,6 @@ class Gateway:
             admin_pb2_grpc.add_AdminServiceServicer_to_server(self.admin, self._server)
             services += (ADMIN_SERVICE_NAME,)
         if self.events is not None:
-            await self.events.start()
             events_pb2_grpc.add_EventServiceServicer_to_server(self.events.servicer, self._server)
             services += (EVENT_SERVICE_NAME,)
         reflection.enable_server_reflection(services, self._server)
