@@ -8,8 +8,11 @@ shards' journal records, with the cursors readers resume from.
 - ``tailer``: ``JournalTailer``, one per gateway process: one blocking XREAD over
   every shard's journal on its own connection, each record translated once and its
   events fanned out to the streams' bounded queues (SUBSCRIBER_QUEUE_EVENTS_MAX).
-- ``service``: ``EventStreams`` (the tailer and the servicer) and ``EventService``
-  (StreamEvents, WatchMember): replay from the request's cursors, then live.
+- ``service``: ``EventStreams`` (the tailer, member tokens and the servicer) and
+  ``EventService`` (StreamEvents, WatchMember, CreateMemberToken): replay from the
+  request's cursors, then live.
+- ``tokens``: ``MemberTokens``, the JWTs that let a member's app or page watch that
+  one member (HS256, the secret made once per deployment and kept in Redis).
 
 ``translation`` and ``cursors`` are pure: protobuf and the ledger's records, no Redis
 or shard state; every event carries the member's balance after it because the shard

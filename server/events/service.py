@@ -7,6 +7,9 @@ then sends what the tailer queued meanwhile and follows it. Live events at or be
 a request's cursor are dropped too (a cursor from a gateway whose tailer is ahead),
 so nothing is sent twice and nothing is skipped.
 
+CreateMemberToken mints a member token (``tokens``) for one member: its holder may
+watch that member and nothing else (the guard, server/security/guard.py, checks it).
+
 Answers: a malformed cursor or kind, a second cursor for one shard, or a cursor of
 another member's shard is INVALID_ARGUMENT naming the field; a cursor whose record
 the journal no longer holds (a snapshot trimmed it) is FAILED_PRECONDITION with
@@ -28,6 +31,7 @@ from loyalty.server import errors
 from loyalty.server.errors import CursorExpired, FieldViolation, LoyaltyServerError, ShardUnavailable
 from loyalty.server.events import tailer as tailing
 from loyalty.server.events.cursors import Cursor, decode_cursor, encode_cursor
+from loyalty.server.events.tokens import MEMBER_TOKEN_TTL_S_DEFAULT, MEMBER_TOKEN_TTL_S_MAX, MemberTokens
 from loyalty.server.events.translation import KINDS, event_kind, public_events
 from loyalty.server.gateway.fields import Identifier
 from loyalty.v1 import events_pb2 as pb
@@ -38,7 +42,8 @@ _KNOWN_KINDS = frozenset(KINDS.values())
 
 
 class EventStreams:
-    """The tailer of one gateway process and the EventService servicer over it."""
+    """The tailer of one gateway process, its member tokens and the EventService
+    servicer over them."""
 
     def __init__(self, *, redis_url: str, key_prefix: str, shard_count: int) -> None:
         self.key_prefix = key_prefix
@@ -46,7 +51,14 @@ class EventStreams:
         self.tailer = tailing.JournalTailer(redis_url, key_prefix, shard_count)
         # Replays: ordinary commands with a timeout (a paused Redis must not hang a call).
         self._client = aioredis.Redis.from_url(redis_url, socket_timeout=5.0, socket_connect_timeout=5.0)
+        self.tokens = MemberTokens(self._client, key_prefix=key_prefix)
+        """Mints and checks member tokens (the secret is read by ``start``)."""
         self.servicer = EventService(self)
+
+    async def start(self) -> None:
+        """Read the member-token secret (on the loop that will serve), so that tokens
+        are checked without Redis. Raises ControlStoreUnavailable."""
+        await self.tokens.start()
 
     async def stop(self) -> None:
         await self.tailer.stop()
@@ -178,6 +190,17 @@ def watch_member_request(request: pb.WatchMemberRequest, shard_count: int):
     return member_id, shard, cursors
 
 
+def create_member_token_request(request: pb.CreateMemberTokenRequest) -> tuple[str, int]:
+    """(member_id, lifetime in seconds) of a CreateMemberTokenRequest."""
+    member_id = _MEMBER_ID.check("member_id", request.member_id)
+    ttl_s = request.ttl_seconds or MEMBER_TOKEN_TTL_S_DEFAULT
+    if not 0 < ttl_s <= MEMBER_TOKEN_TTL_S_MAX:
+        raise FieldViolation(
+            "ttl_seconds", f"must be 0 (the default, {MEMBER_TOKEN_TTL_S_DEFAULT}) or 1 to {MEMBER_TOKEN_TTL_S_MAX}"
+        )
+    return member_id, ttl_s
+
+
 def _headers(context):
     """Sends the response headers: a client that has them (e.g. ``call.initial_metadata()``)
     knows every event journaled from then on reaches its stream."""
@@ -218,3 +241,13 @@ class EventService(pb_grpc.EventServiceServicer):
                 yield event
         except LoyaltyServerError as error:
             await errors.abort(context, errors.status_of(error))
+
+    async def CreateMemberToken(self, request, context):
+        try:
+            member_id, ttl_s = create_member_token_request(request)
+            token, expires_s = await self._streams.tokens.mint(member_id, ttl_s)
+        except LoyaltyServerError as error:
+            await errors.abort(context, errors.status_of(error))
+        response = pb.CreateMemberTokenResponse(token=token)
+        response.expires_at.FromSeconds(expires_s)
+        return response

@@ -113,6 +113,10 @@ class Gateway:
                     ("grpc.so_reuseport", 1),
                 ]
             )
+        if self.events is not None:
+            await self.events.start()  # the member-token secret, before any call needs it
+            if self.security is not None:
+                self.security.guard.accept_member_tokens(self.events.tokens)
         loyalty_pb2_grpc.add_LoyaltyServiceServicer_to_server(LoyaltyService(self.router, self.program), self._server)
         self._health = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self._health, self._server)

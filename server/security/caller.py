@@ -22,7 +22,7 @@ class Caller:
     key_id: str
     name: str
     role: str
-    """pos, ecommerce, analytics or admin."""
+    """pos, ecommerce, analytics or admin; "member" for a member token's holder."""
     channels: tuple[str, ...] = ()
     """Purchases must name one of these channels (empty: any)."""
     store_ids: tuple[str, ...] = ()

@@ -17,6 +17,14 @@ Roles (``ROLE_METHODS`` is the table; the README shows it):
 - ``admin``: everything, including Adjust, rules, keys, the audit log and both
   event streams.
 
+``ecommerce`` and ``admin`` (the backends) also mint member tokens
+(CreateMemberToken): a member token, sent as ``authorization: Bearer <token>`` like a
+key, lets its holder call WatchMember for its own member and nothing else
+(``MEMBER_TOKEN_METHODS``). It is a JWT (server/events/tokens.py checks it, handed to
+the guard as a ``MemberTokenVerifier``); API keys never contain a dot, so the guard
+tells the two apart by their shape, and only a bearer that is no key is tried as a
+token.
+
 Health checking and reflection are open to everyone (load balancers probe them).
 Every other call runs as its ``Caller`` (server/security/caller.py), which the
 AdminService hands to the admin use-cases so their audit events name it.
@@ -27,6 +35,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
+from typing import Protocol
 
 import grpc
 import redis.asyncio as aioredis
@@ -76,7 +85,7 @@ _POS_METHODS = _loyalty(
 
 ROLE_METHODS: dict[str, frozenset[str]] = {
     "pos": _POS_METHODS | _events("WatchMember"),
-    "ecommerce": _POS_METHODS | _loyalty("ListTransactions", "Batch") | _events("WatchMember"),
+    "ecommerce": _POS_METHODS | _loyalty("ListTransactions", "Batch") | _events("WatchMember", "CreateMemberToken"),
     "analytics": _loyalty(
         "GetMember", "GetBalance", "ListTransactions", "GetOperation", "SimulateEarn", "QuoteRedemption"
     )
@@ -87,6 +96,24 @@ ROLE_METHODS: dict[str, frozenset[str]] = {
 }
 """Full method names ("/loyalty.v1.LoyaltyService/Earn") each role may call. Methods
 in no list (a future RPC) are admin-only until placed: the table fails closed."""
+
+MEMBER_TOKEN_METHODS: frozenset[str] = _events("WatchMember")
+"""What a member token may call, each for the token's own member only (the request's
+``member_id``); anything else is PERMISSION_DENIED."""
+
+MEMBER_TOKEN_ROLE = "member"
+"""The role of a caller holding a member token (in no ROLE_METHODS list)."""
+
+
+class MemberTokenVerifier(Protocol):
+    """Checks member tokens (server/events/tokens.py's MemberTokens)."""
+
+    token_length_max: int
+    """Longer bearers are not member tokens."""
+
+    def authorize(self, token: str, member_id: str | None) -> str:
+        """The token's member id if the token is valid and, when ``member_id`` is
+        given, for that member; raises Unauthenticated or PermissionDenied."""
 
 # Batch item kind -> the RPC whose permission it needs (an ecommerce key must not
 # slip an Adjust into a Batch).
@@ -139,17 +166,23 @@ def _safe_deserializer(deserialize: Callable[[bytes], object], type_name: str) -
     return safe
 
 
-def _bearer_secret(metadata) -> str | None:
+def _bearer_secret(metadata, length_max: int = API_KEY_SECRET_LENGTH_MAX) -> str | None:
     for key, value in metadata or ():
         if key == "authorization":
             if isinstance(value, bytes):
                 return None
             scheme, _, secret = value.partition(" ")
             secret = secret.strip()
-            if scheme.lower() != "bearer" or not secret or len(secret) > API_KEY_SECRET_LENGTH_MAX:
+            if scheme.lower() != "bearer" or not secret or len(secret) > length_max:
                 return None
             return secret
     return None
+
+
+def _is_member_token(secret: str) -> bool:
+    """Whether a bearer has a JWT's shape (three dot-separated parts); an API key
+    (``lk_`` and URL-safe base64) has no dot."""
+    return secret.count(".") == 2
 
 
 # ------------------------------------------------------------------------ request checks
@@ -216,21 +249,43 @@ class AuthGuard:
         self._limiter = limiter
         self._limits = limits
         self._clock_s = clock_s
+        self._member_tokens: MemberTokenVerifier | None = None
+        self._bearer_length_max = API_KEY_SECRET_LENGTH_MAX
 
-    def authorize(self, method: str, metadata) -> Caller:
-        """The caller of ``method`` with this invocation metadata; raises
-        Unauthenticated or PermissionDenied."""
+    def accept_member_tokens(self, verifier: MemberTokenVerifier) -> None:
+        """Take member tokens from now on, checked by ``verifier`` (the gateway hands
+        it over once it has read the deployment's token secret)."""
+        self._member_tokens = verifier
+        self._bearer_length_max = max(API_KEY_SECRET_LENGTH_MAX, verifier.token_length_max)
+
+    def authorize(self, method: str, metadata, request=None) -> Caller:
+        """The caller of ``method`` with this invocation metadata (and, for a member
+        token, this request); raises Unauthenticated or PermissionDenied."""
         if not self._mirror.keys_exist:
             return ANONYMOUS
-        secret = _bearer_secret(metadata)
-        record = None if secret is None else self._mirror.authenticate(secret)
+        secret = _bearer_secret(metadata, self._bearer_length_max)
+        record = None
+        if secret is not None and len(secret) <= API_KEY_SECRET_LENGTH_MAX:
+            record = self._mirror.authenticate(secret)
         if record is None:
+            if secret is not None and self._member_tokens is not None and _is_member_token(secret):
+                return self._member_caller(method, secret, request)
             raise Unauthenticated(_UNAUTHENTICATED_MESSAGE)
         caller = Caller.of(record)
         if not may_call(caller.role, method):
             name = method.rpartition("/")[2]
             raise _permission_denied(f"role {caller.role} may not call {name}", method=name)
         return caller
+
+    def _member_caller(self, method: str, token: str, request) -> Caller:
+        """The caller holding a member token: valid, and for the request's member of
+        one of MEMBER_TOKEN_METHODS."""
+        if method not in MEMBER_TOKEN_METHODS:
+            self._member_tokens.authorize(token, None)  # a bad token is UNAUTHENTICATED first
+            name = method.rpartition("/")[2]
+            raise _permission_denied(f"a member token may only call WatchMember, not {name}", method=name)
+        member_id = self._member_tokens.authorize(token, getattr(request, "member_id", ""))
+        return Caller(key_id=f"member:{member_id}", name="member token", role=MEMBER_TOKEN_ROLE)
 
     def wrap(self, method: str, handler: grpc.RpcMethodHandler | None) -> grpc.RpcMethodHandler | None:
         """The guarded version of one method's handler (open services unchanged)."""
@@ -247,7 +302,8 @@ class AuthGuard:
         )
 
     def _wrap_streaming(self, method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
-        """Streaming methods (none of ours yet) get authentication and roles only."""
+        """Streaming methods get authentication and roles only (a server stream's
+        request is read first, so a member token is checked against its member_id)."""
         behavior = handler.stream_stream or handler.stream_unary or handler.unary_stream
 
         async def guarded_unary(request, context):
@@ -260,7 +316,8 @@ class AuthGuard:
 
         async def guarded_stream(request, context):
             try:
-                caller = self.authorize(method, context.invocation_metadata())
+                request_message = None if handler.request_streaming else request
+                caller = self.authorize(method, context.invocation_metadata(), request_message)
             except LoyaltyServerError as refusal:
                 await errors.abort(context, errors.status_of(refusal))
             with acting_as(caller):

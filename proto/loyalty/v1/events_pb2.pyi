@@ -210,3 +210,19 @@ class WatchMemberRequest(_message.Message):
     member_id: str
     after_cursor: str
     def __init__(self, member_id: _Optional[str] = ..., after_cursor: _Optional[str] = ...) -> None: ...
+
+class CreateMemberTokenRequest(_message.Message):
+    __slots__ = ("member_id", "ttl_seconds")
+    MEMBER_ID_FIELD_NUMBER: _ClassVar[int]
+    TTL_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    member_id: str
+    ttl_seconds: int
+    def __init__(self, member_id: _Optional[str] = ..., ttl_seconds: _Optional[int] = ...) -> None: ...
+
+class CreateMemberTokenResponse(_message.Message):
+    __slots__ = ("token", "expires_at")
+    TOKEN_FIELD_NUMBER: _ClassVar[int]
+    EXPIRES_AT_FIELD_NUMBER: _ClassVar[int]
+    token: str
+    expires_at: _timestamp_pb2.Timestamp
+    def __init__(self, token: _Optional[str] = ..., expires_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...

@@ -52,6 +52,11 @@ class EventServiceStub:
                 request_serializer=loyalty_dot_v1_dot_events__pb2.WatchMemberRequest.SerializeToString,
                 response_deserializer=loyalty_dot_v1_dot_events__pb2.Event.FromString,
                 _registered_method=True)
+        self.CreateMemberToken = channel.unary_unary(
+                '/loyalty.v1.EventService/CreateMemberToken',
+                request_serializer=loyalty_dot_v1_dot_events__pb2.CreateMemberTokenRequest.SerializeToString,
+                response_deserializer=loyalty_dot_v1_dot_events__pb2.CreateMemberTokenResponse.FromString,
+                _registered_method=True)
 
 
 class EventServiceServicer:
@@ -79,6 +84,16 @@ class EventServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CreateMemberToken(self, request, context):
+        """A member token: a short-lived credential that lets its holder (a member's app or
+        browser page) watch that one member's events with WatchMember (metadata
+        `authorization: Bearer <token>`) and nothing else. Minted by a backend (roles
+        ecommerce and admin) for a member it has signed in.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_EventServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -91,6 +106,11 @@ def add_EventServiceServicer_to_server(servicer, server):
                     servicer.WatchMember,
                     request_deserializer=loyalty_dot_v1_dot_events__pb2.WatchMemberRequest.FromString,
                     response_serializer=loyalty_dot_v1_dot_events__pb2.Event.SerializeToString,
+            ),
+            'CreateMemberToken': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateMemberToken,
+                    request_deserializer=loyalty_dot_v1_dot_events__pb2.CreateMemberTokenRequest.FromString,
+                    response_serializer=loyalty_dot_v1_dot_events__pb2.CreateMemberTokenResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -155,6 +175,33 @@ class EventService:
             '/loyalty.v1.EventService/WatchMember',
             loyalty_dot_v1_dot_events__pb2.WatchMemberRequest.SerializeToString,
             loyalty_dot_v1_dot_events__pb2.Event.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateMemberToken(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/loyalty.v1.EventService/CreateMemberToken',
+            loyalty_dot_v1_dot_events__pb2.CreateMemberTokenRequest.SerializeToString,
+            loyalty_dot_v1_dot_events__pb2.CreateMemberTokenResponse.FromString,
             options,
             channel_credentials,
             insecure,
